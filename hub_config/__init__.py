@@ -1,0 +1,1 @@
+"""Admin configuration shipped with kubelab: example kubelab.yaml, jupyterhub_config.py, Helm values."""

@@ -1,0 +1,1 @@
+"""Hub side of kubelab: the profile chooser spawners (Kubernetes and local)."""
