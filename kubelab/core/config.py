@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -69,7 +70,18 @@ Quantity = Annotated[str, BeforeValidator(_positive_quantity)]
 
 _SLUG = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 #: A lowercase DNS-label-like name, used in URLs, labels and Kubernetes object names.
-Slug = Annotated[StrictStr, Field(pattern=_SLUG.pattern, max_length=63)]
+def _check_slug(value: str) -> str:
+    if not _SLUG.fullmatch(value) or len(value) > 63:
+        raise PydanticCustomError(
+            "slug",
+            "must be a lowercase name of letters, digits and '-' (at most 63, like 'gpu-a100'), "
+            "got '{value}'",
+            {"value": value},
+        )
+    return value
+
+
+Slug = Annotated[StrictStr, AfterValidator(_check_slug)]
 
 # Placeholders a namespace pattern may use; they are expanded with Kubernetes-safe values.
 NAMESPACE_FIELDS = ("username", "team")

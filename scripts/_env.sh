@@ -1,0 +1,27 @@
+# Shared by scripts/test and scripts/up: make ./.venv with kubelab and the given extra installed.
+# Re-installs only when pyproject.toml changed since the last install, so a second run is quick.
+set -euo pipefail
+KUBELAB_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${KUBELAB_VENV:-$KUBELAB_ROOT/.venv}"
+
+kubelab_env() {
+  local extra="$1"
+  local python="${PYTHON:-python3}"
+  if ! command -v "$python" >/dev/null 2>&1; then
+    echo "kubelab: needs Python 3.10 or newer ('$python' not found; set PYTHON=...)" >&2
+    exit 1
+  fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "kubelab: creating a virtual environment in $VENV" >&2
+    "$python" -m venv "$VENV"
+  fi
+  local stamp="$VENV/.kubelab-$extra"
+  local want
+  want="$(cat "$KUBELAB_ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "kubelab: installing kubelab[$extra] into $VENV" >&2
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
+    "$VENV/bin/python" -m pip install --quiet -e "$KUBELAB_ROOT[$extra]" >&2
+    echo "$want" > "$stamp"
+  fi
+}

@@ -1,0 +1,3 @@
+"""Shared pytest setup for kubelab's tests."""
+
+from __future__ import annotations
