@@ -338,3 +338,35 @@ def test_cli_bad_usage_is_a_usage_message() -> None:
     result = _kubelab("config", "frobnicate")
     assert result.returncode == 2
     assert "invalid choice" in result.stderr and "Traceback" not in result.stderr
+
+
+def _field_names(model: type, seen: set[type] | None = None) -> set[str]:
+    """Every key name the schema accepts, recursively."""
+    import typing
+
+    from pydantic import BaseModel
+
+    seen = seen if seen is not None else set()
+    if model in seen:
+        return set()
+    seen.add(model)
+    names: set[str] = set()
+    for name, field in model.model_fields.items():  # type: ignore[attr-defined]
+        names.add(name)
+        stack = [field.annotation]
+        while stack:
+            tp = stack.pop()
+            if isinstance(tp, type) and issubclass(tp, BaseModel):
+                names |= _field_names(tp, seen)
+            stack.extend(typing.get_args(tp))
+    return names
+
+
+def test_docs_document_every_key() -> None:
+    import re
+
+    text = (REPO / "docs" / "config.md").read_text()
+    missing = sorted(
+        n for n in _field_names(KubelabConfig) if not re.search(rf"`[^`]*\b{re.escape(n)}\b[^`]*`", text)
+    )
+    assert not missing, f"docs/config.md does not document: {missing}"
