@@ -1,0 +1,422 @@
+"""spawner/profiles.py: per-group filtering, the chooser form, form parsing and validation.
+
+Pure tests (no cluster). ``CONFIG_YAML``, ``TAMPERED`` and the users below are reused by the
+Kubernetes spawner tests (tests/test_spawner_kubernetes.py), which check the same cases end to end.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kubelab.core.config import parse_config
+from kubelab.spawner import profiles as P
+
+CONFIG_YAML = r"""
+version: 1
+groups:
+  ml: {description: ML}
+  vision: {description: Vision}
+  solo: {description: no team}
+gpu_types:
+  a100:
+    display_name: NVIDIA A100 <80GB> & "friends"
+    node_selector: {nvidia.com/gpu.product: A100}
+    tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
+    max_per_node: 8
+  t4:
+    display_name: NVIDIA T4
+    node_selector: {nvidia.com/gpu.product: T4}
+    max_per_node: 4
+profiles:
+  - slug: cpu
+    display_name: CPU <script>alert(1)</script>
+    description: Small & cheap {{ 7*7 }}
+    default: true
+    cpu: {guarantee: 0.5, limit: 2}
+    memory: {guarantee: 1Gi, limit: 2Gi}
+    images:
+      - {slug: scipy, display_name: SciPy, image: "ghcr.io/kubelab/notebook:1", default: true}
+      - {slug: torch, display_name: Torch, image: "ghcr.io/kubelab/notebook-pytorch:1"}
+    shm_size: 256Mi
+  - slug: a100
+    display_name: A100
+    cpu: {guarantee: 4, limit: 8}
+    memory: {guarantee: 8Gi, limit: 16Gi}
+    gpu: {type: a100, counts: [1, 2, 4, 8], default: 1}
+    images:
+      - {slug: cuda, display_name: CUDA, image: "ghcr.io/kubelab/notebook-cuda:1"}
+    custom_image: {allowed: true, pattern: '^ghcr\.io/kubelab/[a-z0-9-]+:[A-Za-z0-9._-]+$'}
+    shm_size: 2Gi
+    groups: [ml]
+  - slug: t4
+    display_name: T4
+    gpu: {type: t4, counts: [1, 2], default: 1}
+    images:
+      - {slug: cuda, display_name: CUDA, image: "ghcr.io/kubelab/notebook-cuda:1"}
+    groups: [vision]
+datasets:
+  - name: imagenet
+    description: ImageNet <b>1k</b>
+    source: {pvc: {claim_name: imagenet}}
+    read_only: true
+    mount_path: /data/imagenet
+    default: true
+    groups: [ml]
+  - name: coco
+    source: {nfs: {server: nfs.example, path: /exports/coco}}
+    mount_path: /data/coco
+    groups: [vision]
+  - name: scratch
+    source: {pvc: {claim_name: scratch}}
+    read_only: false
+    mount_path: /scratch
+    sub_path: users/{username}
+  - name: local
+    source: {host_path: {path: /srv/local}}
+    mount_path: /data/local
+    groups: [ml]
+teams:
+  ml:
+    namespace: kubelab-ml-{username}
+    quota: {gpus: 4, cpu: 64, memory: 256Gi}
+    user_quota: {gpus: 2}
+  vision:
+    namespace: kubelab-vision
+    quota: {gpus: 2}
+home:
+  size: 1Gi
+  mount_path: /home/jovyan
+"""
+
+CONFIG = parse_config(CONFIG_YAML, "test.yaml")
+ALICE = P.UserInfo.of("alice", ["ml"])  # ml: cpu + a100; imagenet, scratch, local
+VICTOR = P.UserInfo.of("victor", ["vision"])  # vision: cpu + t4; coco, scratch
+NOBODY = P.UserInfo.of("nobody", [])  # cpu only; scratch
+
+#: (name, user_options) that ALICE must be refused, each with a reason; reused end to end.
+TAMPERED: list[tuple[str, Any]] = [
+    ("not a dict", ["profile", "a100"]),
+    ("unknown key", {"profile": "cpu", "cpu_limit": 64}),
+    ("kubespawner override key", {"profile": "cpu", "kubespawner_override": {"privileged": True}}),
+    ("misspelt gpus", {"profile": "a100", "gpu": 2}),
+    ("unknown profile", {"profile": "does-not-exist"}),
+    ("other group's profile", {"profile": "t4"}),
+    ("profile wrong type", {"profile": 3}),
+    ("profile null", {"profile": None}),
+    ("profile list", {"profile": ["a100"]}),
+    ("image not offered", {"profile": "cpu", "image": "cuda"}),
+    ("image raw reference", {"profile": "cpu", "image": "ghcr.io/kubelab/notebook:1"}),
+    ("image and custom both", {"profile": "a100", "image": "cuda", "image--unlisted-choice": "ghcr.io/kubelab/x:1"}),
+    ("custom image not allowed", {"profile": "cpu", "image--unlisted-choice": "ghcr.io/kubelab/notebook:2"}),
+    ("custom image other registry", {"profile": "a100", "image--unlisted-choice": "docker.io/evil/miner:1"}),
+    ("custom image prefix match only", {"profile": "a100", "image--unlisted-choice": "ghcr.io/kubelab/x:1 evil"}),
+    ("custom image trailing newline", {"profile": "a100", "image--unlisted-choice": "ghcr.io/kubelab/x:1\n"}),
+    ("custom image embedded newline", {"profile": "a100", "image--unlisted-choice": "ghcr.io/kubelab/x:1\nevil.io/y:2"}),
+    ("custom image suffix", {"profile": "a100", "image--unlisted-choice": "evil.io/ghcr.io/kubelab/x:1"}),
+    ("custom image wrong type", {"profile": "a100", "image--unlisted-choice": {"image": "x"}}),
+    ("gpus not offered", {"profile": "a100", "gpus": 3}),
+    ("gpus on cpu profile", {"profile": "cpu", "gpus": 1}),
+    ("gpus negative", {"profile": "a100", "gpus": -1}),
+    ("gpus float", {"profile": "a100", "gpus": 1.5}),
+    ("gpus bool", {"profile": "a100", "gpus": True}),
+    ("gpus text", {"profile": "a100", "gpus": "two"}),
+    ("gpus over user quota", {"profile": "a100", "gpus": 4}),
+    ("gpus over team quota", {"profile": "a100", "gpus": 8}),
+    ("datasets not a list", {"profile": "cpu", "datasets": "imagenet"}),
+    ("dataset not granted", {"profile": "cpu", "datasets": ["coco"]}),
+    ("dataset unknown", {"profile": "cpu", "datasets": ["secret"]}),
+    ("dataset wrong type", {"profile": "cpu", "datasets": [42]}),
+    ("dataset entry unknown key", {"profile": "cpu", "datasets": [{"name": "scratch", "claim_name": "claim-bob"}]}),
+    ("dataset entry no name", {"profile": "cpu", "datasets": [{"sub_path": "x"}]}),
+    ("sub_path escapes with ..", {"profile": "cpu", "datasets": [{"name": "scratch", "sub_path": "../bob"}]}),
+    ("sub_path escapes nested ..", {"profile": "cpu", "datasets": [{"name": "scratch", "sub_path": "a/../../bob"}]}),
+    ("sub_path absolute", {"profile": "cpu", "datasets": [{"name": "scratch", "sub_path": "/etc"}]}),
+    ("sub_path newline", {"profile": "cpu", "datasets": [{"name": "scratch", "sub_path": "a\nb"}]}),
+    ("mount_path relative", {"profile": "cpu", "datasets": [{"name": "scratch", "mount_path": "scratch"}]}),
+    ("mount_path escapes", {"profile": "cpu", "datasets": [{"name": "scratch", "mount_path": "/data/../etc"}]}),
+    ("mount_path over home", {"profile": "cpu", "datasets": [{"name": "scratch", "mount_path": "/home/jovyan"}]}),
+    ("mount_path over shm", {"profile": "cpu", "datasets": [{"name": "scratch", "mount_path": "/dev/shm"}]}),
+    ("mount_path root", {"profile": "cpu", "datasets": [{"name": "scratch", "mount_path": "/"}]}),
+    ("two datasets at one path", {"profile": "cpu", "datasets": ["imagenet", {"name": "scratch", "mount_path": "/data/imagenet"}]}),
+    ("read-only made writable", {"profile": "cpu", "datasets": [{"name": "imagenet", "read_only": False}]}),
+    ("read_only wrong type", {"profile": "cpu", "datasets": [{"name": "scratch", "read_only": "yes"}]}),
+    ("another user's volume by name", {"profile": "cpu", "datasets": ["claim-bob"]}),
+    ("another user's home", {"profile": "cpu", "pvc_name": "claim-bob"}),
+    ("volumes injection", {"profile": "cpu", "volumes": [{"name": "x", "hostPath": {"path": "/"}}]}),
+]
+
+
+def test_at_least_thirty_tampered_cases() -> None:
+    assert len(TAMPERED) >= 30
+
+
+@pytest.mark.parametrize("name,options", TAMPERED, ids=[n for n, _ in TAMPERED])
+def test_tampered_options_are_refused(name: str, options: Any) -> None:
+    usage = P.Availability(quota=P.QuotaUsage("ml", 0, 4, 0, 2))
+    with pytest.raises(P.InvalidOptions) as e:
+        P.validate_user_options(CONFIG, ALICE, options, usage)
+    assert str(e.value) and len(str(e.value)) < 400, name
+
+
+# -- who may use what ---------------------------------------------------------------------------
+
+
+def test_profiles_and_datasets_follow_groups() -> None:
+    assert [p.slug for p in P.allowed_profiles(CONFIG, ALICE)] == ["cpu", "a100"]
+    assert [p.slug for p in P.allowed_profiles(CONFIG, VICTOR)] == ["cpu", "t4"]
+    assert [p.slug for p in P.allowed_profiles(CONFIG, NOBODY)] == ["cpu"]
+    assert [d.name for d in P.allowed_datasets(CONFIG, ALICE)] == ["imagenet", "scratch", "local"]
+    assert [d.name for d in P.allowed_datasets(CONFIG, VICTOR)] == ["coco", "scratch"]
+    both = P.UserInfo.of("b", ["ml", "vision"])
+    assert [p.slug for p in P.allowed_profiles(CONFIG, both)] == ["cpu", "a100", "t4"]
+
+
+# -- validation: what is accepted -----------------------------------------------------------------
+
+
+def test_empty_options_give_the_defaults() -> None:
+    c = P.validate_user_options(CONFIG, ALICE, {})
+    assert (c.profile.slug, c.image_slug, c.gpus) == ("cpu", "scipy", 0)
+    assert [m.name for m in c.datasets] == ["imagenet"]  # default: true, granted
+    assert c.team and c.team[0] == "ml"
+    assert P.validate_user_options(CONFIG, NOBODY, None).datasets == ()
+
+
+def test_full_choice_and_round_trip() -> None:
+    options = {
+        "profile": "a100",
+        "image--unlisted-choice": "ghcr.io/kubelab/my-env:2024.1",
+        "gpus": "2",
+        "datasets": ["imagenet", {"name": "scratch", "sub_path": "run-1", "read_only": True,
+                                  "mount_path": "/scratch/run-1"}],
+    }
+    c = P.validate_user_options(CONFIG, ALICE, options)
+    assert c.custom_image and c.image == "ghcr.io/kubelab/my-env:2024.1"
+    assert c.gpus == 2 and c.gpu_type == "a100" and c.gpu is not None
+    scratch = c.datasets[1]
+    assert scratch.sub_path == "users/alice/run-1" and scratch.read_only
+    assert scratch.mount_path == "/scratch/run-1"
+    assert P.validate_user_options(CONFIG, ALICE, c.user_options()) == c
+    assert c.kubespawner_user_options() == {
+        "profile": "a100", "image--unlisted-choice": "ghcr.io/kubelab/my-env:2024.1", "gpus": "2"}
+
+
+def test_per_user_sub_path_cannot_reach_another_user() -> None:
+    bob = P.validate_user_options(CONFIG, P.UserInfo.of("bob"), {"datasets": ["scratch"]})
+    assert bob.datasets[0].sub_path == "users/bob"
+    odd = P.validate_user_options(CONFIG, P.UserInfo.of("Bob/../alice"), {"datasets": ["scratch"]})
+    assert ".." not in odd.datasets[0].sub_path and odd.datasets[0].sub_path.count("/") == 1
+
+
+def test_quota_usage_refuses_what_would_exceed_it() -> None:
+    busy = P.Availability(quota=P.QuotaUsage("ml", 3, 4, 0, 2))
+    P.validate_user_options(CONFIG, ALICE, {"profile": "a100", "gpus": 1}, busy)
+    with pytest.raises(P.InvalidOptions, match="team ml uses 3 of 4 GPUs"):
+        P.validate_user_options(CONFIG, ALICE, {"profile": "a100", "gpus": 2}, busy)
+    mine = P.Availability(quota=P.QuotaUsage("ml", 1, 4, 1, 2))
+    with pytest.raises(P.InvalidOptions, match="you use 1 of your 2 GPUs"):
+        P.validate_user_options(CONFIG, ALICE, {"profile": "a100", "gpus": 2}, mine)
+
+
+def test_busy_gpus_are_accepted_unless_refuse_unavailable() -> None:
+    none_free = P.Availability(gpus={"a100": P.GpuAvailability(8, 1, 1)})
+    options = {"profile": "a100", "gpus": 2}
+    assert P.validate_user_options(CONFIG, ALICE, options, none_free).gpus == 2
+    with pytest.raises(P.InvalidOptions, match="at most 1 free on one node"):
+        P.validate_user_options(CONFIG, ALICE, options, none_free, refuse_unavailable=True)
+    local = P.Availability(gpus={"a100": P.GpuAvailability(0, 0, 0, note="this machine has no GPU")})
+    with pytest.raises(P.InvalidOptions, match="this machine has no GPU"):
+        P.validate_user_options(CONFIG, ALICE, options, local, refuse_unavailable=True)
+
+
+def test_unusable_datasets_are_refused_and_not_defaulted() -> None:
+    av = P.Availability(unusable_datasets={"imagenet": "PVCs cannot be mounted on a local hub"})
+    assert P.validate_user_options(CONFIG, ALICE, {}, av).datasets == ()
+    with pytest.raises(P.InvalidOptions, match="cannot be mounted here: PVCs"):
+        P.validate_user_options(CONFIG, ALICE, {"datasets": ["imagenet"]}, av)
+
+
+def test_messages_name_the_problem() -> None:
+    def msg(options: Any, user: P.UserInfo = ALICE) -> str:
+        with pytest.raises(P.InvalidOptions) as e:
+            P.validate_user_options(CONFIG, user, options)
+        return str(e.value)
+
+    assert "no profile 't4' is available to you (yours: cpu, a100)" in msg({"profile": "t4"})
+    assert "must match" in msg({"profile": "a100", "image--unlisted-choice": "evil/x:1"})
+    assert "offers 1, 2, 4, 8 GPUs, not 3" in msg({"profile": "a100", "gpus": 3})
+    assert "'cpu_limit'" in msg({"cpu_limit": 1})
+    assert "over team ml's quota of 4 GPUs" in msg({"profile": "a100", "gpus": 8})
+    assert "read-only" in msg({"datasets": [{"name": "imagenet", "read_only": False}]})
+
+
+# -- form parsing ----------------------------------------------------------------------------------
+
+
+def test_options_from_form_reads_only_the_chosen_profile() -> None:
+    form = {
+        "profile": ["a100"],
+        "image--cpu": ["torch"],
+        "image--a100": [P.CUSTOM_IMAGE_CHOICE],
+        "custom-image--a100": ["  ghcr.io/kubelab/x:1 "],
+        "gpus--a100": ["2"],
+        "gpus--t4": ["1"],
+        "dataset": ["imagenet", "scratch"],
+    }
+    assert P.options_from_form(form) == {
+        "profile": "a100",
+        "image--unlisted-choice": "ghcr.io/kubelab/x:1",
+        "gpus": 2,
+        "datasets": ["imagenet", "scratch"],
+    }
+    assert P.options_from_form({"profile": ["cpu"], "image--cpu": ["torch"]}) == {
+        "profile": "cpu", "image": "torch", "datasets": []}
+    assert P.options_from_form({}) == {}
+    # odd values pass through untouched, for validation to refuse
+    assert P.options_from_form({"profile": ["a100"], "gpus--a100": ["9999"]})["gpus"] == "9999"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(
+    st.sampled_from(["profile", "image--a100", "custom-image--a100", "gpus--a100", "dataset", "x"]),
+    st.lists(st.text(max_size=40), max_size=3),
+))
+def test_any_form_either_validates_or_is_refused_cleanly(form: dict[str, list[str]]) -> None:
+    options = P.options_from_form(form)
+    try:
+        choice = P.validate_user_options(CONFIG, ALICE, options)
+    except P.InvalidOptions:
+        return
+    assert choice.profile in P.allowed_profiles(CONFIG, ALICE)
+    assert "\n" not in choice.image
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(list(P.OPTION_KEYS) + ["name", "sub_path", "mount_path", "read_only", "zz"]),
+        inner, max_size=4),
+    max_leaves=12,
+))
+def test_arbitrary_json_never_crashes_validation(options: Any) -> None:
+    try:
+        choice = P.validate_user_options(CONFIG, ALICE, options)
+    except P.InvalidOptions:
+        return
+    for m in choice.datasets:
+        assert m.mount_path.startswith("/") and ".." not in m.mount_path.split("/")
+        assert m.sub_path is None or (not m.sub_path.startswith("/") and ".." not in m.sub_path.split("/"))
+
+
+# -- the rendered form ----------------------------------------------------------------------------
+
+
+def _strip_style(text: str) -> str:
+    return re.sub(r"<style>.*?</style>", "", text, flags=re.S)
+
+
+def test_form_escapes_all_config_text() -> None:
+    page = P.render_form(CONFIG, ALICE, P.Availability(gpus={"a100": P.GpuAvailability(8, 3, 2)}))
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<b>1k</b>" not in page and "&lt;b&gt;1k&lt;/b&gt;" in page
+    assert "NVIDIA A100 &lt;80GB&gt; &amp; &#34;friends&#34;" in page
+    assert "{{ 7*7 }}" in page  # shown as written, not evaluated
+    assert "<script" not in _strip_style(page).lower()  # and no JavaScript of ours
+
+
+def test_form_shows_only_what_the_user_may_use() -> None:
+    page = P.render_form(CONFIG, ALICE)
+    assert 'value="a100"' in page and 'value="t4"' not in page
+    assert 'value="imagenet"' in page and 'value="coco"' not in page
+    victor = P.render_form(CONFIG, VICTOR)
+    assert 'value="t4"' in victor and 'name="profile" value="a100"' not in victor
+
+
+def test_form_shows_availability_quota_and_reasons() -> None:
+    av = P.Availability(
+        gpus={"a100": P.GpuAvailability(total=8, free=3, largest_free=2)},
+        quota=P.QuotaUsage("ml", gpus_used=2, gpus_quota=4, user_gpus_used=0, user_gpus_quota=2),
+        unusable_datasets={"local": "hostPath volumes are not allowed under Pod Security 'restricted'"},
+    )
+    page = html.unescape(P.render_form(CONFIG, ALICE, av))
+    assert "A100 <80GB> & \"friends\": 3 of 8 free (at most 2 on one node)" in page
+    assert "team ml: 2 of 4 GPUs in use" in page
+    assert "you: 0 of 2 GPUs in use" in page
+    # 4 and 8 are over the user's quota of 2: disabled, with the reason
+    assert re.search(r'value="4" disabled>\s*4 × .*?unavailable: over your quota of 2 GPUs', page, re.S)
+    assert re.search(r'value="8" disabled>\s*8 × .*?unavailable: over team ml\'s quota of 4', page, re.S)
+    assert re.search(r'value="local" disabled>.*?unavailable: hostPath volumes', page, re.S)
+    assert "read-only" in page and "read-write" in page
+    assert "2 GiB /dev/shm" in page
+
+
+def test_form_marks_gpus_not_free_now() -> None:
+    av = P.Availability(gpus={"a100": P.GpuAvailability(total=8, free=0, largest_free=0)})
+    page = html.unescape(P.render_form(CONFIG, ALICE, av))
+    assert "not free now: all 8 NVIDIA A100" in page
+    assert "Unavailable: not free now" in page  # the profile as a whole
+    unknown = html.unescape(P.render_form(CONFIG, ALICE, P.NO_AVAILABILITY))
+    assert "GPU availability is not known yet" in unknown
+
+
+def test_form_preselects_previous_valid_options() -> None:
+    prev = {"profile": "a100", "image--unlisted-choice": "ghcr.io/kubelab/x:1", "gpus": 2,
+            "datasets": ["scratch"]}
+    page = P.render_form(CONFIG, ALICE, user_options=prev)
+    assert re.search(r'name="profile" value="a100" checked', page)
+    assert re.search(r'name="gpus--a100" value="2" checked', page)
+    assert 'value="ghcr.io/kubelab/x:1"' in page
+    assert re.search(r'value="scratch" checked', page) and not re.search(r'value="imagenet" checked', page)
+    # invalid previous options fall back to the defaults
+    page = P.render_form(CONFIG, ALICE, user_options={"profile": "t4"})
+    assert re.search(r'name="profile" value="cpu" checked', page)
+
+
+def test_form_posted_back_validates_to_the_defaults() -> None:
+    """What a browser without JavaScript sends for the untouched form is a valid choice."""
+    page = P.render_form(CONFIG, ALICE)
+    form: dict[str, list[str]] = {}
+    for m in re.finditer(r'<input type="(radio|checkbox)" name="([^"]+)" value="([^"]+)"([^>]*)>', page):
+        if " checked" in m.group(4):
+            form.setdefault(m.group(2), []).append(html.unescape(m.group(3)))
+    for m in re.finditer(r'<select id="[^"]+" name="([^"]+)">(.*?)</select>', page, re.S):
+        chosen = re.search(r'<option value="([^"]+)" selected', m.group(2))
+        assert chosen
+        form[m.group(1)] = [chosen.group(1)]
+    choice = P.validate_user_options(CONFIG, ALICE, P.options_from_form(form))
+    assert choice.profile.slug == "cpu" and [m.name for m in choice.datasets] == ["imagenet"]
+
+
+def test_form_for_a_user_with_no_profile() -> None:
+    config = parse_config(CONFIG_YAML.replace("    default: true\n    cpu: {guarantee: 0.5", "    groups: [ml]\n    default: true\n    cpu: {guarantee: 0.5"))
+    page = P.render_form(config, NOBODY)
+    assert "No profile is available to you" in page
+    with pytest.raises(P.InvalidOptions, match="no profile is available"):
+        P.validate_user_options(config, NOBODY, {})
+
+
+# -- KubeSpawner's profile_list ------------------------------------------------------------------
+
+
+def test_kubespawner_profile_list() -> None:
+    pl = P.kubespawner_profile_list(CONFIG, ALICE)
+    assert [p["slug"] for p in pl] == ["cpu", "a100"]
+    assert pl[0]["default"] and not pl[1]["default"]
+    a100 = pl[1]
+    o = a100["kubespawner_override"]
+    assert o["cpu_guarantee"] == 4.0 and o["mem_limit"] == 16 * 2**30
+    assert o["node_selector"] == {"nvidia.com/gpu.product": "A100"}
+    assert o["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    gpus = a100["profile_options"]["gpus"]["choices"]
+    assert list(gpus) == ["1", "2", "4", "8"] and gpus["1"]["default"]
+    assert gpus["2"]["kubespawner_override"]["extra_resource_limits"] == {"nvidia.com/gpu": "2"}
+    unlisted = a100["profile_options"]["image"]["unlisted_choice"]
+    assert unlisted["enabled"] and unlisted["kubespawner_override"] == {"image": "{value}"}
+    assert not pl[0]["profile_options"]["image"]["unlisted_choice"]["enabled"]
