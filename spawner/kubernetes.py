@@ -1,0 +1,962 @@
+"""``ProfileSpawner``: KubeSpawner, configured per user from ``kubelab.yaml``.
+
+JupyterHub entry point ``kubelab`` (``c.JupyterHub.spawner_class = "kubelab"``). It subclasses
+KubeSpawner and only *configures* it:
+
+* ``profile_list`` is a callable that generates KubeSpawner's profile list for the user from the
+  admin config, filtered by their JupyterHub groups (:mod:`kubelab.spawner.profiles`);
+  KubeSpawner's own ``_load_profile`` applies the three-layer override merge.
+* ``options_form`` renders kubelab's chooser with live GPU availability and team quota, computed
+  from :class:`ClusterState`: one list+watch cache of nodes and one of pods per process, built on
+  KubeSpawner's ``ResourceReflector`` and shared by every spawner — no API request per page view.
+* ``user_options`` are validated on the server (JupyterHub's ``apply_user_options`` step, before
+  anything is created) and refused with HTTP 400 and a message.
+* The pod gets the GPU limits, node selector and tolerations, a memory-backed ``/dev/shm``, the
+  chosen datasets, kubelab labels, the restricted security context and the user's service
+  account, all through KubeSpawner's own traits. The user's namespace is created with a
+  ResourceQuota, LimitRange, ServiceAccount, Role, RoleBinding and the notebook ConfigMap
+  (:mod:`kubelab.core.objects`), once per process per content.
+* A GPU pod the scheduler cannot place fails after ``gpu_unschedulable_timeout`` seconds with a
+  message naming the GPU type, how many are free and what to try; the pod is deleted and every
+  trait the spawn set is put back (no override leaks into the next spawn).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes_asyncio.client.rest import ApiException
+from kubespawner import KubeSpawner
+from kubespawner.reflector import ResourceReflector
+from tornado import web
+from traitlets import Bool, Float, Unicode, default, validate
+
+from kubelab.core import objects
+from kubelab.core.config import ConfigError, KubelabConfig, load_config
+from kubelab.spawner import profiles
+from kubelab.spawner.profiles import (
+    Availability,
+    Choice,
+    GpuAvailability,
+    InvalidOptions,
+    QuotaUsage,
+    UserInfo,
+)
+
+try:  # JupyterHub ≥ 6: a policy failure, logged without a traceback
+    from jupyterhub.spawner import SpawnException as _SpawnException
+except ImportError:  # pragma: no cover - JupyterHub 5
+    _SpawnException = None
+
+
+def spawn_error(message: str, *, reason: str, status: int = 400) -> web.HTTPError:
+    """An HTTP error whose message JupyterHub shows the user as is."""
+    if _SpawnException is not None:
+        return _SpawnException(message, reason=reason, status_code=status)
+    error = web.HTTPError(status, "%s", message)  # pragma: no cover
+    error.jupyterhub_message = message  # type: ignore[attr-defined]  # pragma: no cover
+    return error  # pragma: no cover
+
+
+# --------------------------------------------------------------------------------------------------
+# Config file: loaded once, reloaded when it changes, last good one kept on a bad edit
+
+
+@dataclass
+class _Loaded:
+    key: tuple[int, int]
+    config: KubelabConfig
+
+
+_configs: dict[str, _Loaded] = {}
+
+
+def default_config_path() -> str:
+    env = os.environ.get("KUBELAB_CONFIG")
+    if env:
+        return env
+    from kubelab.core.config import example_config_path
+
+    return str(example_config_path())
+
+
+def get_config(path: str, log: Any = None) -> KubelabConfig:
+    """The config at *path*, re-read when its mtime or size changes. A file that became invalid
+    is logged and the last valid version is kept (a hub must not break mid-day on a typo); a
+    file that was never valid raises :class:`ConfigError`."""
+    try:
+        st = os.stat(path)
+        key = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = (0, 0)
+    loaded = _configs.get(path)
+    if loaded is not None and loaded.key == key:
+        return loaded.config
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        if loaded is None:
+            raise
+        if log is not None:
+            log.error("Keeping the previous kubelab config: %s", e.format())
+        loaded.key = key  # do not re-read (and re-log) until it changes again
+        return loaded.config
+    _configs[path] = _Loaded(key, config)
+    return config
+
+
+# --------------------------------------------------------------------------------------------------
+# The shared watch cache of nodes and pods
+
+
+_STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage", "pods")
+
+
+def _extended(resources: Mapping[str, Any] | None) -> dict[str, int]:
+    """The extended resources (``nvidia.com/gpu``, ...) of a requests/limits/allocatable map."""
+    if not resources:
+        return {}
+    return {
+        k: n for k, v in resources.items()
+        if "/" in k and not k.startswith(("hugepages-", "kubernetes.io/"))
+        and (n := objects.gpu_count(v)) > 0
+    }
+
+
+def _pod_requests(pod: Mapping[str, Any]) -> dict[str, int]:
+    spec = pod.get("spec") or {}
+    total: dict[str, int] = {}
+    for c in spec.get("containers") or []:
+        res = c.get("resources") or {}
+        # extended resources: requests, when given, equal limits; limits alone imply requests
+        for k, n in (_extended(res.get("requests")) or _extended(res.get("limits"))).items():
+            total[k] = total.get(k, 0) + n
+    for c in spec.get("initContainers") or []:
+        res = c.get("resources") or {}
+        for k, n in (_extended(res.get("requests")) or _extended(res.get("limits"))).items():
+            total[k] = max(total.get(k, 0), n)
+    return total
+
+
+@dataclass(frozen=True)
+class _PodRecord:
+    node: str
+    requests: tuple[tuple[str, int], ...]
+    team: str
+    user: str
+
+
+class _PodIndex(dict):  # type: ignore[type-arg]
+    """A pod reflector's store that keeps, per pod, only what availability needs (node, extended
+    resource requests, kubelab team/user labels) and running sums, so a form render reads sums
+    instead of walking 20,000 pods. Terminal pods (Succeeded/Failed) hold nothing."""
+
+    def __init__(self, items: Mapping[str, Any] | None = None):
+        super().__init__()
+        self.version = 0
+        self.node_used: dict[str, dict[str, int]] = {}
+        self.unbound: dict[str, int] = {}
+        self.team_used: dict[str, dict[str, int]] = {}
+        self.user_used: dict[str, dict[str, int]] = {}
+        for k, v in (items or {}).items():
+            self[k] = v
+
+    @staticmethod
+    def _record(pod: Any) -> _PodRecord | None:
+        if isinstance(pod, _PodRecord) or pod is None:
+            return pod
+        phase = (pod.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            return None
+        requests = _pod_requests(pod)
+        if not requests:
+            return None
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        return _PodRecord(
+            node=(pod.get("spec") or {}).get("nodeName") or "",
+            requests=tuple(sorted(requests.items())),
+            team=labels.get(objects.TEAM_LABEL, ""),
+            user=labels.get(objects.USER_LABEL, ""),
+        )
+
+    @staticmethod
+    def _add(table: dict[str, dict[str, int]], key: str, requests: tuple[tuple[str, int], ...], sign: int) -> None:
+        row = table.setdefault(key, {})
+        for r, n in requests:
+            row[r] = row.get(r, 0) + sign * n
+            if row[r] == 0:
+                del row[r]
+        if not row:
+            del table[key]
+
+    def _apply(self, rec: _PodRecord | None, sign: int) -> None:
+        if rec is None:
+            return
+        if rec.node:
+            self._add(self.node_used, rec.node, rec.requests, sign)
+        else:
+            for r, n in rec.requests:
+                self.unbound[r] = self.unbound.get(r, 0) + sign * n
+        if rec.team:
+            self._add(self.team_used, rec.team, rec.requests, sign)
+        if rec.user:
+            self._add(self.user_used, rec.user, rec.requests, sign)
+
+    def __setitem__(self, key: str, pod: Any) -> None:
+        rec = self._record(pod)
+        old = super().get(key)
+        if old == rec and key in self:
+            return
+        self._apply(old, -1)
+        self._apply(rec, +1)
+        super().__setitem__(key, rec)
+        self.version += 1
+
+    def __delitem__(self, key: str) -> None:
+        self._apply(super().get(key), -1)
+        super().__delitem__(key)
+        self.version += 1
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if key in self:
+            value = super().get(key)
+            del self[key]
+            return value
+        if default:
+            return default[0]
+        raise KeyError(key)
+
+    def __reduce__(self) -> Any:  # pragma: no cover - never pickled, but keep dict semantics honest
+        return (_PodIndex, (dict(self),))
+
+
+@dataclass(frozen=True)
+class _NodeRecord:
+    labels: tuple[tuple[str, str], ...]
+    allocatable: tuple[tuple[str, int], ...]
+    schedulable: bool
+
+
+class _NodeIndex(dict):  # type: ignore[type-arg]
+    """A node reflector's store: per node its labels, extended allocatable resources and whether
+    new pods may land there (Ready, not cordoned). Nodes without extended resources are kept too
+    (a CPU node), but cost nothing at render time: only GPU nodes are indexed by resource."""
+
+    def __init__(self, items: Mapping[str, Any] | None = None):
+        super().__init__()
+        self.version = 0
+        self.by_resource: dict[str, dict[str, _NodeRecord]] = {}
+        for k, v in (items or {}).items():
+            self[k] = v
+
+    @staticmethod
+    def _record(node: Any) -> _NodeRecord:
+        if isinstance(node, _NodeRecord):
+            return node
+        meta = node.get("metadata") or {}
+        status = node.get("status") or {}
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+        ) or not status.get("conditions")
+        return _NodeRecord(
+            labels=tuple(sorted((meta.get("labels") or {}).items())),
+            allocatable=tuple(sorted(_extended(status.get("allocatable") or status.get("capacity")).items())),
+            schedulable=ready and not (node.get("spec") or {}).get("unschedulable", False),
+        )
+
+    def _index(self, key: str, rec: _NodeRecord | None, add: bool) -> None:
+        if rec is None:
+            return
+        for r, _ in rec.allocatable:
+            if add:
+                self.by_resource.setdefault(r, {})[key] = rec
+            else:
+                self.by_resource.get(r, {}).pop(key, None)
+
+    def __setitem__(self, key: str, node: Any) -> None:
+        rec = self._record(node)
+        old = super().get(key)
+        if old == rec and key in self:
+            return
+        self._index(key, old, False)
+        self._index(key, rec, True)
+        super().__setitem__(key, rec)
+        self.version += 1
+
+    def __delitem__(self, key: str) -> None:
+        self._index(key, super().get(key), False)
+        super().__delitem__(key)
+        self.version += 1
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if key in self:
+            value = super().get(key)
+            del self[key]
+            return value
+        if default:
+            return default[0]
+        raise KeyError(key)
+
+
+class _RawResponse:
+    """Wraps an aiohttp response of a cluster-scoped list/watch so each object carries
+    ``metadata.namespace = ""``: KubeSpawner's reflector keys its store by
+    ``namespace/name`` and would fail on nodes otherwise."""
+
+    def __init__(self, resp: Any):
+        self._resp = resp
+        self.content = self
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._resp, name)
+
+    async def read(self) -> bytes:
+        data = json.loads(await self._resp.read())
+        for item in data.get("items") or []:
+            item.setdefault("metadata", {}).setdefault("namespace", "")
+        return json.dumps(data).encode()
+
+    async def readline(self) -> bytes:
+        line = await self._resp.content.readline()
+        if not line.strip():
+            return line
+        event = json.loads(line)
+        obj = event.get("object")
+        if isinstance(obj, dict) and event.get("type") not in ("ERROR", "BOOKMARK"):
+            obj.setdefault("metadata", {}).setdefault("namespace", "")
+        return json.dumps(event).encode() + b"\n"
+
+
+class _RawApi:
+    """The reflector's API object: forwards to the real client, but its list methods have no
+    docstring, so the watch hands out raw dicts instead of building a model object per event
+    (the reflector only reads the raw dicts), and cluster-scoped lists get a namespace."""
+
+    def __init__(self, api: Any, method: str, cluster_scoped: bool):
+        self._api = api
+        real = getattr(api, method)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            resp = await real(*args, **kwargs)
+            return _RawResponse(resp) if cluster_scoped else resp
+
+        setattr(self, method, call)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._api, name)
+
+
+class NodeReflector(ResourceReflector):
+    """All nodes, with their extended resources (GPUs) and labels, in a :class:`_NodeIndex`."""
+
+    kind = "nodes"
+    list_method_name = "list_node"
+    omit_namespace = True
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.api = _RawApi(self.api, self.list_method_name, cluster_scoped=True)
+        self.resources = _NodeIndex()
+
+    @validate("resources")
+    def _index(self, proposal: Any) -> Any:
+        value = proposal.value
+        return value if isinstance(value, _NodeIndex) else _NodeIndex(value)
+
+
+class GpuPodReflector(ResourceReflector):
+    """All pods in all namespaces, reduced to their extended-resource requests (:class:`_PodIndex`).
+
+    Separate from KubeSpawner's pod reflector (which sees only notebook pods): GPUs are also held
+    by jobs, model servers and pods kubelab did not create."""
+
+    kind = "pods"
+    list_method_name = "list_pod_for_all_namespaces"
+    omit_namespace = True
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.api = _RawApi(self.api, self.list_method_name, cluster_scoped=False)
+        self.resources = _PodIndex()
+
+    @validate("resources")
+    def _index(self, proposal: Any) -> Any:
+        value = proposal.value
+        return value if isinstance(value, _PodIndex) else _PodIndex(value)
+
+
+class ClusterState:
+    """The process's shared view of GPU capacity and use: one node and one pod reflector.
+
+    ``ClusterState.get(parent)`` starts them on first use (per event loop) and returns the shared
+    instance; :meth:`availability` answers from the caches only.
+    """
+
+    _instances: dict[Any, ClusterState] = {}
+
+    def __init__(self, nodes: NodeReflector, pods: GpuPodReflector):
+        self.nodes = nodes
+        self.pods = pods
+        self._gpu_memo: tuple[Any, dict[str, GpuAvailability]] | None = None
+
+    @classmethod
+    async def get(cls, parent: Any, *, wait: float | None = None) -> ClusterState:
+        loop = asyncio.get_running_loop()
+        state = cls._instances.get(loop)
+        if state is None:
+            nodes = NodeReflector(parent=parent)
+            pods = GpuPodReflector(parent=parent)
+            state = cls._instances[loop] = ClusterState(nodes, pods)
+            state._starting = asyncio.ensure_future(asyncio.gather(nodes.start(), pods.start()))
+        starting = state._starting
+        if not starting.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(starting), wait)
+            except asyncio.TimeoutError:
+                pass
+        if starting.done() and starting.exception() is not None:
+            cls._instances.pop(loop, None)  # try again next time
+            raise starting.exception()  # type: ignore[misc]
+        return state
+
+    @classmethod
+    async def stop_all(cls) -> None:
+        for state in list(cls._instances.values()):
+            await state.stop()
+        cls._instances.clear()
+
+    async def stop(self) -> None:
+        await asyncio.gather(self.nodes.stop(), self.pods.stop(), return_exceptions=True)
+
+    @property
+    def ready(self) -> bool:
+        return self.nodes.first_load_future.done() and self.pods.first_load_future.done()
+
+    def gpu_availability(self, config: KubelabConfig) -> dict[str, GpuAvailability]:
+        """Free/total GPUs per GPU type of *config*, memoized until a node or pod changes."""
+        nodes: _NodeIndex = self.nodes.resources  # type: ignore[assignment]
+        pods: _PodIndex = self.pods.resources  # type: ignore[assignment]
+        key = (id(config), id(nodes), nodes.version, id(pods), pods.version)
+        if self._gpu_memo is not None and self._gpu_memo[0] == key:
+            return self._gpu_memo[1]
+        out: dict[str, GpuAvailability] = {}
+        for slug, gpu_type in config.gpu_types.items():
+            selector = gpu_type.node_selector.items()
+            total = free = largest = 0
+            for name, rec in nodes.by_resource.get(gpu_type.resource, {}).items():
+                labels = dict(rec.labels)
+                if any(labels.get(k) != v for k, v in selector):
+                    continue
+                alloc = dict(rec.allocatable).get(gpu_type.resource, 0)
+                total += alloc
+                if not rec.schedulable:
+                    continue
+                used = pods.node_used.get(name.lstrip("/"), {}).get(gpu_type.resource, 0)
+                node_free = max(alloc - used, 0)
+                free += node_free
+                largest = max(largest, node_free)
+            out[slug] = GpuAvailability(total=total, free=free, largest_free=largest)
+        self._gpu_memo = (key, out)
+        return out
+
+    def quota_usage(self, config: KubelabConfig, user: UserInfo) -> QuotaUsage | None:
+        team = config.team_for(sorted(user.groups))
+        if team is None:
+            return None
+        name, t = team
+        pods: _PodIndex = self.pods.resources  # type: ignore[assignment]
+        resources = {g.resource for g in config.gpu_types.values()}
+
+        def used(row: Mapping[str, int] | None) -> int:
+            return sum(n for r, n in (row or {}).items() if r in resources)
+
+        return QuotaUsage(
+            team=name,
+            gpus_used=used(pods.team_used.get(objects.safe_label_value(name))),
+            gpus_quota=t.quota.gpus,
+            user_gpus_used=used(pods.user_used.get(objects.safe_label_value(user.name))),
+            user_gpus_quota=t.user_quota.gpus if t.user_quota else None,
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# The spawner
+
+
+#: KubeSpawner traits a spawn sets; restored before each spawn and after a failed one
+_OVERRIDDEN_TRAITS = (
+    "image", "cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit", "node_selector",
+    "tolerations", "extra_resource_limits", "extra_resource_guarantees", "volumes", "volume_mounts",
+    "extra_labels", "extra_annotations", "environment", "pod_security_context",
+    "container_security_context", "service_account", "automount_service_account_token",
+    "allow_privilege_escalation", "uid", "gid", "fs_gid",
+)
+
+
+class ProfileSpawner(KubeSpawner):
+    """KubeSpawner with kubelab's per-user profile chooser, data mounts, namespaces and quotas.
+
+    Configure it with the admin config file (``kubelab_config``); KubeSpawner's own settings
+    (``k8s_api_*``, ``storage_*`` for the home PVC, ``start_timeout``, ...) still apply.
+    """
+
+    kubelab_config = Unicode(
+        config=True,
+        help="""Path of the kubelab admin config (``kubelab.yaml``).
+
+        Default: ``$KUBELAB_CONFIG``, else the example shipped with kubelab. The file is re-read
+        when it changes; an edit that breaks it is logged and the previous version kept. Check a
+        file with ``kubelab config check PATH``.
+        """,
+    )
+
+    @default("kubelab_config")
+    def _default_kubelab_config(self) -> str:
+        return default_config_path()
+
+    gpu_unschedulable_timeout = Float(
+        60.0,
+        config=True,
+        help="""Seconds a GPU notebook pod may stay unschedulable before the spawn fails.
+
+        When the scheduler reports that no node can give the requested GPUs (e.g. ``Insufficient
+        nvidia.com/gpu``), waiting the full ``start_timeout`` helps nobody: after this many
+        seconds the pending pod is deleted and the user sees which GPU type is short, how many
+        are free and what to try. Count from the pod's creation. 0 disables (wait for
+        ``start_timeout``); raise it when a cluster autoscaler adds GPU nodes on demand.
+        """,
+    )
+
+    refuse_unavailable_gpus = Bool(
+        False,
+        config=True,
+        help="""Refuse (HTTP 400) a GPU count that no node can give right now, per the cache.
+
+        Off by default: the cache may be a moment old, and an autoscaler may add nodes, so such
+        a choice is marked in the form and left to ``gpu_unschedulable_timeout``.
+        """,
+    )
+
+    watch_cluster = Bool(
+        True,
+        config=True,
+        help="""Keep a shared list+watch cache of all nodes and pods to show GPU availability and
+        team GPU usage in the chooser and to check quotas. Needs cluster-wide ``list``/``watch``
+        on ``nodes`` and ``pods`` for the hub's service account (docs/spawner.md). When off, the
+        form shows no availability and only the static quota checks apply.
+        """,
+    )
+
+    availability_wait = Float(
+        3.0,
+        config=True,
+        help="""Seconds the first form render waits for the cluster cache to load; after that
+        the form says availability is not known yet rather than keep the user waiting.""",
+    )
+
+    manage_namespace_objects = Bool(
+        True,
+        config=True,
+        help="""Create, in each user's namespace, the ResourceQuota (from the team's
+        ``user_quota``, or ``quota`` for a shared team namespace), a LimitRange, the
+        ``kubelab-user`` ServiceAccount with its Role and RoleBinding, and the
+        ``kubelab-notebook`` ConfigMap, and run the notebook as that ServiceAccount. Each is
+        written once per hub process per content (re-written when the config changes).""",
+    )
+
+    notebook_service_account = Unicode(
+        objects.SERVICE_ACCOUNT,
+        config=True,
+        help="ServiceAccount the notebook runs as (created by kubelab when ``manage_namespace_objects``).",
+    )
+
+    # -- KubeSpawner defaults kubelab changes -------------------------------------------------
+
+    @default("enable_user_namespaces")
+    def _default_user_namespaces(self) -> bool:
+        # Each user (or team) gets the namespace the config's team pattern names.
+        return True
+
+    @default("common_labels")
+    def _default_common_labels(self) -> dict[str, str]:
+        return {
+            "app.kubernetes.io/name": "jupyterhub",
+            objects.MANAGED_BY_LABEL: objects.MANAGED_BY,
+            "app": "jupyterhub",
+            "heritage": "jupyterhub",
+        }
+
+    @default("profile_list")
+    def _default_profile_list(self) -> Any:
+        return _profile_list
+
+    @default("options_form")
+    def _default_options_form(self) -> Any:
+        return _options_form
+
+    @default("options_from_form")
+    def _default_options_from_form(self) -> Any:
+        return profiles.options_from_form
+
+    # -- the config and the user ---------------------------------------------------------------
+
+    @property
+    def kubelab(self) -> KubelabConfig:
+        return get_config(self.kubelab_config, self.log)
+
+    def user_info(self) -> UserInfo:
+        groups = [getattr(g, "name", g) for g in (getattr(self.user, "groups", None) or [])]
+        return UserInfo.of(self.user.name, groups)
+
+    def unusable_datasets(self, config: KubelabConfig) -> dict[str, str]:
+        level = config.pod_security.level
+        return {
+            d.name: reason for d in config.datasets
+            if (reason := objects.volume_allowed(d, level)) is not None
+        }
+
+    async def availability(self, *, wait: float | None = None) -> Availability:
+        """What the chooser shows and validation checks against, from the shared cache only."""
+        config = self.kubelab
+        user = self.user_info()
+        unusable = self.unusable_datasets(config)
+        if not self.watch_cluster:
+            return Availability(unusable_datasets=unusable, known=False)
+        try:
+            state = await ClusterState.get(self, wait=self.availability_wait if wait is None else wait)
+        except Exception as e:  # the form must render even when the API is unreachable
+            self.log.warning("GPU availability unavailable: %s", e)
+            return Availability(unusable_datasets=unusable, known=False)
+        if not state.ready:
+            return Availability(unusable_datasets=unusable, known=False)
+        return Availability(
+            gpus=state.gpu_availability(config),
+            quota=state.quota_usage(config, user),
+            unusable_datasets=unusable,
+        )
+
+    # -- validation: JupyterHub's apply_user_options step (HTTP 400, nothing created yet) ------
+
+    async def validate_options(self, user_options: Any) -> Choice:
+        """Validate untrusted *user_options* into a :class:`Choice` or raise HTTP 400."""
+        availability = await self.availability()
+        try:
+            return profiles.validate_user_options(
+                self.kubelab, self.user_info(), user_options, availability,
+                refuse_unavailable=self.refuse_unavailable_gpus,
+            )
+        except InvalidOptions as e:
+            raise spawn_error(f"Invalid server options: {e}", reason="invalid-options") from None
+
+    async def _run_apply_user_options(self, user_options: Any) -> None:
+        # Runs in User.spawn before start(): the earliest point with the final user_options,
+        # and JupyterHub answers an HTTPError raised here with that status (400).
+        self._kubelab_choice = await self.validate_options(user_options)
+        await super()._run_apply_user_options(user_options)
+
+    # -- applying the choice --------------------------------------------------------------------
+
+    _kubelab_choice: Choice | None = None
+    _kubelab_pristine: dict[str, Any] | None = None
+    _kubelab_failure: BaseException | None = None
+
+    def _snapshot(self) -> None:
+        if self._kubelab_pristine is None:
+            self._kubelab_pristine = {k: copy.deepcopy(getattr(self, k)) for k in _OVERRIDDEN_TRAITS}
+
+    def restore_traits(self) -> None:
+        """Put back every trait a spawn overrides (KubeSpawner merges dict overrides into the
+        spawner in place, so without this a GPU spawn's limits would stay for the next one)."""
+        if self._kubelab_pristine is not None:
+            for k, v in self._kubelab_pristine.items():
+                setattr(self, k, copy.deepcopy(v))
+
+    async def load_user_options(self) -> None:
+        self._snapshot()
+        self.restore_traits()
+        # validated again here: start() may be called without apply_user_options (JupyterHub < 5.3)
+        choice = await self.validate_options(self.user_options)
+        self._kubelab_choice = choice
+        config = self.kubelab
+        user = self.user_info()
+        namespace, team = objects.user_namespace(config, username=user.name, groups=sorted(user.groups))
+        if self.enable_user_namespaces:
+            self.namespace = namespace
+            self.dns_name = self.dns_name_template.format(namespace=namespace, name=self.pod_name)
+        # KubeSpawner's own merge: profile override, then the chosen image and GPU count.
+        given = self.user_options
+        self.user_options = choice.kubespawner_user_options()
+        try:
+            await super().load_user_options()
+        finally:
+            self.user_options = given
+        self._apply_choice(config, choice, user, team)
+
+    def _apply_choice(self, config: KubelabConfig, choice: Choice, user: UserInfo, team: str | None) -> None:
+        kind_labels = objects.labels(user=user.name, team=team, kind="notebook")
+        kind_labels.pop(objects.MANAGED_BY_LABEL)
+        self.extra_labels = {**self.extra_labels, **kind_labels}
+        self.extra_annotations = {**self.extra_annotations, objects.USER_ANNOTATION: user.name}
+        volumes = list(self._sorted_dict_values(self.volumes))
+        mounts = list(self._sorted_dict_values(self.volume_mounts))
+        shm, shm_mount = objects.shm_volume(choice.profile.shm_size)
+        volumes.append(shm)
+        mounts.append(shm_mount)
+        for m in choice.datasets:
+            volume, mount = objects.dataset_volume(
+                m.dataset, read_only=m.read_only, mount_path=m.mount_path, sub_path=m.sub_path,
+                username=user.name,
+            )
+            volumes.append(volume)
+            mounts.append(mount)
+        env = dict(self.environment)
+        env.update({
+            "KUBELAB_NAMESPACE": self.namespace,
+            "KUBELAB_PROFILE": choice.profile.slug,
+            "KUBELAB_GPUS": str(choice.gpus),
+            "KUBELAB_DATASETS": json.dumps([
+                {"name": m.name, "mount_path": m.mount_path, "read_only": m.read_only} for m in choice.datasets
+            ]),
+        })
+        if choice.gpu is not None:
+            env["KUBELAB_GPU_TYPE"] = choice.gpu_type or ""
+        if self.manage_namespace_objects:
+            volumes.append({"name": "kubelab-settings",
+                            "configMap": {"name": objects.NOTEBOOK_CONFIG_MAP, "optional": True}})
+            mounts.append({"name": "kubelab-settings", "mountPath": objects.NOTEBOOK_CONFIG_PATH,
+                           "readOnly": True})
+            env["KUBELAB_SETTINGS"] = f"{objects.NOTEBOOK_CONFIG_PATH}/kubelab.json"
+            self.service_account = self.notebook_service_account
+            # the notebook submits jobs with this account's token
+            self.automount_service_account_token = True
+        self.volumes = volumes
+        self.volume_mounts = mounts
+        self.environment = env
+        psc, csc = objects.restricted_security_context(config.pod_security)
+        self.uid = config.pod_security.run_as_user
+        self.gid = config.pod_security.run_as_group
+        self.fs_gid = config.pod_security.fs_group
+        if config.pod_security.level == "restricted":
+            self.allow_privilege_escalation = False
+            # kubelab's settings win over anything the admin set in these dicts: relaxing the
+            # standard is pod_security.level's job, where it is visible
+            self.pod_security_context = {**(self.pod_security_context or {}), **psc}
+            self.container_security_context = {**(self.container_security_context or {}), **csc}
+        else:
+            self.pod_security_context = {**psc, **(self.pod_security_context or {})}
+            self.container_security_context = {**csc, **(self.container_security_context or {})}
+
+    # -- the namespace and its objects ----------------------------------------------------------
+
+    #: (namespace, object kind/name) → fingerprint of what this process last wrote
+    _ensured: dict[tuple[str, str], str] = {}
+
+    def namespace_objects(self, config: KubelabConfig, user: UserInfo) -> list[dict[str, Any]]:
+        """What kubelab keeps in the user's namespace (besides the namespace itself)."""
+        namespace = self.namespace
+        found = config.team_for(sorted(user.groups))
+        team = found[0] if found else None
+        shared = found is not None and "{username}" not in found[1].namespace
+        who = {"user": None if shared else user.name, "team": team}
+        out: list[dict[str, Any]] = []
+        if found is not None:
+            quota = found[1].quota if shared or found[1].user_quota is None else found[1].user_quota
+            rq = objects.make_resource_quota(
+                quota, namespace=namespace,
+                gpu_resources=[g.resource for g in config.gpu_types.values()], **who,
+            )
+            if rq is not None:
+                out.append(rq)
+                out.append(objects.make_limit_range(namespace=namespace, **who))
+        out.append(objects.make_service_account(namespace=namespace, name=self.notebook_service_account, **who))
+        out.append(objects.make_role(namespace=namespace, **who))
+        out.append(objects.make_role_binding(namespace=namespace, service_account=self.notebook_service_account, **who))
+        granted = profiles.allowed_datasets(config, user)
+        unusable = self.unusable_datasets(config)
+        gpu_types = sorted({p.gpu.type for p in profiles.allowed_profiles(config, user) if p.gpu})
+        settings = objects.notebook_settings(
+            config, username=user.name, namespace=namespace, team=found,
+            datasets=[{"name": d.name, "mount_path": d.mount_path, "read_only": d.read_only,
+                       "description": d.description} for d in granted if d.name not in unusable],
+            gpu_types=gpu_types, image="",
+        )
+        settings.pop("image")
+        out.append(objects.make_notebook_config_map(settings, namespace=namespace, **who))
+        return out
+
+    async def _ensure_namespace(self) -> None:
+        config = self.kubelab
+        user = self.user_info()
+        found = config.team_for(sorted(user.groups))
+        shared = found is not None and "{username}" not in found[1].namespace
+        ns = objects.make_namespace(
+            self.namespace, pod_security=config.pod_security,
+            user=None if shared else user.name, team=found[0] if found else None,
+        )
+        wanted = [ns, *(self.namespace_objects(config, user) if self.manage_namespace_objects else [])]
+        todo = [o for o in wanted if self._ensured.get(self._key(o)) != objects.fingerprint(o)]
+        if not todo:
+            return
+        for obj in todo:
+            await self._apply_object(obj)
+            self._ensured[self._key(obj)] = objects.fingerprint(obj)
+
+    def _key(self, obj: Mapping[str, Any]) -> tuple[str, str]:
+        meta = obj["metadata"]
+        # the API server too: one hub process talks to one cluster, tests to many
+        host = self.api.api_client.configuration.host
+        return (f"{host}/{meta.get('namespace', '')}", f"{obj['kind']}/{meta['name']}")
+
+    async def _apply_object(self, obj: dict[str, Any]) -> None:
+        """Create *obj*, or replace it when it exists (so quota or role changes take effect)."""
+        kind, meta = obj["kind"], obj["metadata"]
+        ns, name = meta.get("namespace"), meta["name"]
+        if kind == "Namespace":
+            core = self.api
+            create, replace = core.create_namespace, None
+            args: tuple[Any, ...] = ()
+        else:
+            method = {"ResourceQuota": "resource_quota", "LimitRange": "limit_range",
+                      "ServiceAccount": "service_account", "ConfigMap": "config_map",
+                      "Role": "role", "RoleBinding": "role_binding"}[kind]
+            api = self.api if kind not in ("Role", "RoleBinding") else _rbac_api()
+            create = getattr(api, f"create_namespaced_{method}")
+            replace = getattr(api, f"replace_namespaced_{method}")
+            args = (ns,)
+        timeout = self.k8s_api_request_timeout
+        try:
+            await asyncio.wait_for(create(*args, obj), timeout)
+        except ApiException as e:
+            if e.status != 409:
+                self.log.error("Could not create %s %s/%s: %s", kind, ns, name, e.reason)
+                raise
+            if replace is None or kind == "ServiceAccount":
+                return  # exists; a namespace's labels are the admin's to change after creation
+            await asyncio.wait_for(replace(name, ns, obj), timeout)
+
+    # -- starting, failing fast on unschedulable GPU pods --------------------------------------
+
+    async def _start(self) -> Any:
+        self._kubelab_failure = None
+        main = asyncio.ensure_future(super()._start())
+        watchdog = asyncio.ensure_future(self._watch_gpu_scheduling(main))
+        try:
+            return await main
+        except asyncio.CancelledError:
+            if self._kubelab_failure is not None:
+                raise self._kubelab_failure from None
+            raise
+        except BaseException:
+            # keep namespace/pod name: JupyterHub's cleanup (stop) still needs them
+            self.restore_traits()
+            raise
+        finally:
+            watchdog.cancel()
+
+    def _unschedulable(self, pod: Mapping[str, Any]) -> str | None:
+        """The scheduler's message if *pod* is Pending and unschedulable, else None."""
+        status = pod.get("status") or {}
+        if status.get("phase") not in (None, "Pending") or (pod.get("spec") or {}).get("nodeName"):
+            return None
+        for c in status.get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
+                return c.get("message") or "unschedulable"
+        for event in reversed(self.events):
+            if event.get("reason") == "FailedScheduling":
+                return event.get("message") or "unschedulable"
+        return None
+
+    async def _watch_gpu_scheduling(self, main: asyncio.Future[Any]) -> None:
+        """Cancel *main* and delete the pod when a GPU pod stays unschedulable too long."""
+        timeout = self.gpu_unschedulable_timeout
+        if timeout <= 0:
+            return
+        first_seen: float | None = None
+        tick = min(0.25, timeout / 4)
+        while not main.done():
+            await asyncio.sleep(tick)
+            choice = self._kubelab_choice
+            if choice is None or not choice.gpus or self.pod_reflector is None:
+                continue
+            pod = self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}")
+            if pod is None:
+                continue
+            if first_seen is None:
+                first_seen = time.monotonic()
+            reason = self._unschedulable(pod)
+            if reason is None or time.monotonic() - first_seen < timeout:
+                continue
+            message = await self.gpu_failure_message(choice, reason)
+            self.log.warning("Giving up on %s: %s", self._log_name, reason)
+            self._kubelab_failure = spawn_error(message, reason="gpu-unschedulable", status=503)
+            main.cancel()
+            try:
+                await self.stop(now=True)
+            except Exception:
+                self.log.exception("Could not delete the unschedulable pod of %s", self._log_name)
+            self.restore_traits()
+            return
+
+    async def gpu_failure_message(self, choice: Choice, reason: str) -> str:
+        gpu_name = choice.gpu.display_name if choice.gpu else (choice.gpu_type or "GPU")
+        availability = await self.availability(wait=0)
+        a = availability.gpu(choice.gpu_type or "")
+        if a is None:
+            figures = "how many are free is not known"
+        elif a.total == 0:
+            figures = f"the cluster has no {gpu_name} now"
+        else:
+            figures = f"{a.free} of {a.total} free, at most {a.largest_free} on one node"
+        tips = []
+        if a is not None and a.largest_free and a.largest_free < choice.gpus:
+            tips.append(f"ask for {a.largest_free} GPU{'s' if a.largest_free > 1 else ''}")
+        elif choice.profile.gpu and min(choice.profile.gpu.counts) < choice.gpus:
+            tips.append("ask for fewer GPUs")
+        for p in profiles.allowed_profiles(self.kubelab, self.user_info()):
+            if p.gpu and p.gpu.type != choice.gpu_type:
+                other = availability.gpu(p.gpu.type)
+                if other is not None and other.fits(min(p.gpu.counts)):
+                    tips.append(f"choose {p.display_name} ({other.free} free)")
+        tips.append("try again later")
+        return (
+            f"No node could take {choice.gpus} × {gpu_name} within {self.gpu_unschedulable_timeout:g} s "
+            f"({figures}). Try to: {'; '.join(tips)}. The waiting server was removed. "
+            f"Scheduler: {reason}"
+        )
+
+    # -- state --------------------------------------------------------------------------------
+
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        if self._kubelab_choice is not None:
+            state["kubelab_choice"] = self._kubelab_choice.user_options()
+        return state
+
+
+def _rbac_api() -> Any:
+    from kubespawner.clients import shared_client
+
+    return shared_client("RbacAuthorizationV1Api")
+
+
+async def _profile_list(spawner: ProfileSpawner) -> list[dict[str, Any]]:
+    return profiles.kubespawner_profile_list(spawner.kubelab, spawner.user_info())
+
+
+async def _options_form(spawner: ProfileSpawner) -> str:
+    availability = await spawner.availability()
+    return profiles.render_form(
+        spawner.kubelab, spawner.user_info(), availability,
+        user_options=spawner.user_options or None,
+        refuse_unavailable=spawner.refuse_unavailable_gpus,
+    )
+
+
+__all__ = ["ClusterState", "GpuPodReflector", "NodeReflector", "ProfileSpawner", "get_config", "spawn_error"]
