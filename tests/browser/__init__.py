@@ -1,0 +1,1 @@
+"""Browser tests: Playwright driving Debian's Chromium (/usr/bin/chromium), never a downloaded build."""
