@@ -1,7 +1,7 @@
 """The ``kubelab`` command.
 
-``kubelab version`` · ``kubelab config check FILE`` · ``kubelab config example`` ·
-``kubelab config schema`` (more subcommands arrive with their issues).
+``kubelab up`` (JupyterHub with kubelab on this machine, no cluster) · ``kubelab version`` ·
+``kubelab config check FILE`` · ``kubelab config example`` · ``kubelab config schema``.
 
 Expected failures (a bad config file, a missing dependency) print a short message and exit non-zero;
 a traceback means a bug in kubelab.
@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+
+    # `up` lives on the hub side; its module imports only the standard library and the core, so
+    # building the parser stays cheap and works without the [hub] extra installed.
+    from kubelab.spawner.up import add_up_parser
+
+    add_up_parser(sub)
 
     version = sub.add_parser("version", help="print kubelab's version")
     version.add_argument("-v", "--verbose", action="store_true", help="also its components'")

@@ -1,3 +1,9 @@
-"""Shared pytest setup for kubelab's tests."""
+"""Shared pytest setup for kubelab's tests.
+
+The Kubernetes API test server (``kube_cluster``, ``kube_api``, ``kube_sync_api``,
+``kube_namespace`` fixtures) comes from ``kubelab.tests.kubeapi.pytest_plugin``; see docs/testing.md.
+"""
 
 from __future__ import annotations
+
+pytest_plugins = ["kubelab.tests.kubeapi.pytest_plugin"]
