@@ -659,7 +659,8 @@ class ProfileSpawner(KubeSpawner):
         # Runs in User.spawn before start(): the earliest point with the final user_options,
         # and JupyterHub answers an HTTPError raised here with that status (400).
         self._kubelab_choice = await self.validate_options(user_options)
-        await super()._run_apply_user_options(user_options)
+        if self.apply_user_options:  # an admin's own hook runs after kubelab's checks
+            await super()._run_apply_user_options(user_options)
 
     # -- applying the choice --------------------------------------------------------------------
 
@@ -677,6 +678,10 @@ class ProfileSpawner(KubeSpawner):
         if self._kubelab_pristine is not None:
             for k, v in self._kubelab_pristine.items():
                 setattr(self, k, copy.deepcopy(v))
+
+    def _kubelab_pristine_list(self, name: str) -> list[Any]:
+        assert self._kubelab_pristine is not None
+        return list(self._sorted_dict_values(self._kubelab_pristine[name]))
 
     async def load_user_options(self) -> None:
         self._snapshot()
@@ -736,9 +741,11 @@ class ProfileSpawner(KubeSpawner):
             self.service_account = self.notebook_service_account
             # the notebook submits jobs with this account's token
             self.automount_service_account_token = True
-        self.volumes = volumes
-        self.volume_mounts = mounts
-        self.environment = env
+        # KubeSpawner expands {username}-style fields in these; ours are literal
+        self.volumes = [v if v in self._kubelab_pristine_list("volumes") else _literal(v) for v in volumes]
+        self.volume_mounts = [m if m in self._kubelab_pristine_list("volume_mounts") else _literal(m) for m in mounts]
+        self.environment = {k: v if k in self._kubelab_pristine["environment"] else _literal(v)  # type: ignore[index]
+                            for k, v in env.items()}
         psc, csc = objects.restricted_security_context(config.pod_security)
         self.uid = config.pod_security.run_as_user
         self.gid = config.pod_security.run_as_group
@@ -895,13 +902,15 @@ class ProfileSpawner(KubeSpawner):
                 continue
             message = await self.gpu_failure_message(choice, reason)
             self.log.warning("Giving up on %s: %s", self._log_name, reason)
-            self._kubelab_failure = spawn_error(message, reason="gpu-unschedulable", status=503)
-            main.cancel()
+            # delete the pod before cancelling the start: cancelling first would cancel this
+            # task too (the start's clean-up stops the watchdog)
             try:
                 await self.stop(now=True)
             except Exception:
                 self.log.exception("Could not delete the unschedulable pod of %s", self._log_name)
             self.restore_traits()
+            self._kubelab_failure = spawn_error(message, reason="gpu-unschedulable", status=503)
+            main.cancel()
             return
 
     async def gpu_failure_message(self, choice: Choice, reason: str) -> str:
@@ -938,6 +947,18 @@ class ProfileSpawner(KubeSpawner):
         if self._kubelab_choice is not None:
             state["kubelab_choice"] = self._kubelab_choice.user_options()
         return state
+
+
+def _literal(value: Any) -> Any:
+    """*value* with ``{``/``}`` doubled in every string, so KubeSpawner's ``{username}``
+    expansion leaves it as it is."""
+    if isinstance(value, str):
+        return value.replace("{", "{{").replace("}", "}}")
+    if isinstance(value, dict):
+        return {k: _literal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_literal(v) for v in value]
+    return value
 
 
 def _rbac_api() -> Any:

@@ -1,0 +1,299 @@
+"""ProfileSpawner against the Kubernetes API test server (``kube_cluster``).
+
+The spawner is driven directly (the real-hub path is tests/test_spawner_hub.py): validation with
+400 and nothing created, the form from the cache with no API request, the pod and namespace
+objects, the restricted Pod Security standard on every pod, the fast GPU failure and its clean-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from tornado import web
+
+from kubelab.core.podsecurity import violations
+from kubelab.tests.test_spawner_profiles import CONFIG_YAML, TAMPERED
+
+A100 = {"nvidia.com/gpu.product": "A100"}
+GPU_TAINT = ["nvidia.com/gpu=present:NoSchedule"]
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+
+
+class FakeGroup:
+    def __init__(self, name: str):
+        self.name = name
+
+
+class FakeUser:
+    def __init__(self, name: str, groups: list[str]):
+        self.name = name
+        self.id = abs(hash(name)) % 10_000
+        self.url = f"/user/{name}/"
+        self.escaped_name = name
+        self.groups = [FakeGroup(g) for g in groups]
+
+
+def point_kubespawner_at(kubeconfig: str) -> None:
+    """KubeSpawner loads the default kubeconfig once (lru_cache) from the path kubernetes_asyncio
+    read from $KUBECONFIG at import; point both at the test server's."""
+    from kubernetes_asyncio.config import kube_config
+    from kubespawner import clients
+
+    os.environ["KUBECONFIG"] = kubeconfig
+    if kube_config.KUBE_CONFIG_DEFAULT_LOCATION != kubeconfig:
+        kube_config.KUBE_CONFIG_DEFAULT_LOCATION = kubeconfig
+        clients.load_config.cache_clear()
+
+
+async def cleanup_shared_watches() -> None:
+    from kubelab.spawner.kubernetes import ClusterState, ProfileSpawner
+
+    await ClusterState.stop_all()
+    await ProfileSpawner._stop_all_reflectors()
+    ProfileSpawner._ensured.clear()
+
+
+@pytest.fixture
+def config_path(tmp_path: Path) -> str:
+    path = tmp_path / "kubelab.yaml"
+    path.write_text(CONFIG_YAML)
+    return str(path)
+
+
+@pytest_asyncio.fixture
+async def make_spawner(kube_cluster: Any, config_path: str) -> AsyncIterator[Callable[..., Any]]:
+    from kubelab.spawner.kubernetes import ProfileSpawner
+
+    kube_cluster.require_emulator()
+    point_kubespawner_at(str(kube_cluster.kubeconfig_path))
+    made: list[Any] = []
+
+    def make(name: str = "alice", groups: tuple[str, ...] = ("ml",), **traits: Any) -> ProfileSpawner:
+        settings: dict[str, Any] = dict(
+            kubelab_config=config_path, gpu_unschedulable_timeout=1.0, start_timeout=20,
+            k8s_api_request_timeout=5, k8s_api_request_retry_timeout=10,
+            storage_pvc_ensure=False, events_enabled=True,
+        )
+        settings.update(traits)
+        s = ProfileSpawner(_mock=True, user=FakeUser(name, list(groups)), **settings)
+        s.api_token = "token"
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        try:
+            await asyncio.wait_for(s.stop(now=True), 10)
+        except Exception:
+            pass
+    await cleanup_shared_watches()
+
+
+def writes_since(cluster: Any, mark: int) -> list[Any]:
+    return [r for r in cluster.requests.since(mark) if r.verb in WRITE_VERBS]
+
+
+async def start(spawner: Any, options: dict[str, Any]) -> str:
+    """What JupyterHub does: user_options, the apply_user_options step, then start()."""
+    spawner.user_options = options
+    await spawner._run_apply_user_options(options)
+    return await spawner.start()
+
+
+def pod_of(cluster: Any, spawner: Any) -> dict[str, Any]:
+    pod = cluster.get_object("pods", spawner.namespace, spawner.pod_name)
+    assert pod is not None, f"no pod {spawner.namespace}/{spawner.pod_name}"
+    return pod
+
+
+# -- validation: 400 and nothing created ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,options", TAMPERED, ids=[n for n, _ in TAMPERED])
+async def test_tampered_options_get_400_and_create_nothing(
+    kube_cluster: Any, make_spawner: Callable[..., Any], name: str, options: Any
+) -> None:
+    kube_cluster.add_node("a100-0", gpus=8, labels=A100, taints=GPU_TAINT)
+    spawner = make_spawner()
+    mark = kube_cluster.requests.mark()
+    with pytest.raises(web.HTTPError) as e:
+        await spawner._run_apply_user_options(options)
+    assert e.value.status_code == 400
+    assert "Invalid server options" in str(getattr(e.value, "message", "") or e.value.log_message)
+    # and start() (JupyterHub < 5.3 has no apply step) refuses too, before creating anything
+    spawner.user_options = options if isinstance(options, dict) else {"profile": options}
+    with pytest.raises(web.HTTPError):
+        await spawner.start()
+    assert writes_since(kube_cluster, mark) == []
+    assert kube_cluster.list_objects("pods", None) == []
+
+
+async def test_quota_in_use_is_refused(kube_cluster: Any, make_spawner: Callable[..., Any]) -> None:
+    kube_cluster.add_node("a100-0", gpus=8, labels=A100, taints=GPU_TAINT)
+    bob = make_spawner("bob", ("ml",))
+    await start(bob, {"profile": "a100", "gpus": 2, "datasets": []})
+    alice = make_spawner("alice", ("ml",))
+    # ml's quota is 4 GPUs: bob holds 2, so alice gets 2 at most; her own quota is 2
+    await alice._run_apply_user_options({"profile": "a100", "gpus": 2})
+    form = html.unescape(await alice.get_options_form())
+    assert "team ml: 2 of 4 GPUs in use" in form
+    await start(make_spawner("carol", ("ml",)), {"profile": "a100", "gpus": 1, "datasets": []})
+    await asyncio.sleep(0.3)  # the watch delivers carol's pod
+    with pytest.raises(web.HTTPError, match="team ml uses 3 of 4 GPUs") as e:
+        await alice._run_apply_user_options({"profile": "a100", "gpus": 2})
+    assert e.value.status_code == 400
+
+
+# -- the form: from the cache, no API request ----------------------------------------------------
+
+
+async def test_form_shows_availability_without_api_requests(
+    kube_cluster: Any, make_spawner: Callable[..., Any]
+) -> None:
+    for i in range(3):
+        kube_cluster.add_node(f"a100-{i}", gpus=8, labels=A100, taints=GPU_TAINT)
+    kube_cluster.add_node("t4-0", gpus=4, labels={"nvidia.com/gpu.product": "T4"})
+    spawner = make_spawner()
+    await start(make_spawner("bob", ("ml",)), {"profile": "a100", "gpus": 2, "datasets": []})
+    first = html.unescape(await spawner.get_options_form())  # starts the shared watches
+    await asyncio.sleep(0.2)
+    mark = kube_cluster.requests.mark()
+    for _ in range(5):
+        form = html.unescape(await spawner.get_options_form())
+    assert [str(r) for r in kube_cluster.requests.since(mark) if not r.watch] == []
+    assert 'NVIDIA A100 <80GB> & "friends": 22 of 24 free' in form, first
+    assert "team ml: 2 of 4 GPUs in use" in form
+    assert 'name="profile" value="t4"' not in form  # vision's profile
+    # a new node shows up through the watch, not a new list
+    kube_cluster.add_node("a100-3", gpus=8, labels=A100, taints=GPU_TAINT)
+    deadline = time.monotonic() + 5
+    while "30 of 32 free" not in html.unescape(await spawner.get_options_form()):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert [r.verb for r in kube_cluster.requests.since(mark) if not r.watch] == []
+
+
+# -- the pod and the namespace ---------------------------------------------------------------------
+
+
+async def test_gpu_pod_with_datasets(kube_cluster: Any, make_spawner: Callable[..., Any]) -> None:
+    kube_cluster.add_node("a100-0", gpus=8, labels=A100, taints=GPU_TAINT)
+    spawner = make_spawner()
+    url = await start(spawner, {
+        "profile": "a100", "gpus": 2,
+        "datasets": ["imagenet", {"name": "scratch", "sub_path": "exp", "mount_path": "/scratch/exp"}],
+    })
+    assert url.startswith("http://")
+    assert spawner.namespace == "kubelab-ml-alice"
+    pod = pod_of(kube_cluster, spawner)
+    spec = pod["spec"]
+    c = spec["containers"][0]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert c["resources"]["requests"]["nvidia.com/gpu"] == "2"
+    assert c["image"] == "ghcr.io/kubelab/notebook-cuda:1"
+    assert spec["nodeSelector"] == A100
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    assert spec["nodeName"] == "a100-0"
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert volumes["kubelab-shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
+    assert mounts["kubelab-shm"]["mountPath"] == "/dev/shm"
+    assert volumes["kubelab-data-imagenet"]["persistentVolumeClaim"] == {"claimName": "imagenet", "readOnly": True}
+    assert mounts["kubelab-data-imagenet"]["readOnly"] is True
+    assert mounts["kubelab-data-scratch"] == {"name": "kubelab-data-scratch", "mountPath": "/scratch/exp",
+                                              "readOnly": False, "subPath": "users/alice/exp"}
+    labels = pod["metadata"]["labels"]
+    assert labels["app.kubernetes.io/managed-by"] == "kubelab"
+    assert (labels["kubelab.dev/user"], labels["kubelab.dev/team"], labels["kubelab.dev/kind"]) == ("alice", "ml", "notebook")
+    assert spec["serviceAccountName"] == "kubelab-user"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["KUBELAB_GPUS"] == "2" and env["KUBELAB_NAMESPACE"] == "kubelab-ml-alice"
+    assert violations(pod, "restricted") == []
+
+    ns = kube_cluster.get_object("namespaces", None, "kubelab-ml-alice")
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    quota = kube_cluster.get_object("resourcequotas", "kubelab-ml-alice", "kubelab-quota")
+    assert quota["spec"]["hard"]["requests.nvidia.com/gpu"] == "2"  # alice's user_quota
+    assert kube_cluster.get_object("serviceaccounts", "kubelab-ml-alice", "kubelab-user")
+    role = kube_cluster.get_object("roles", "kubelab-ml-alice", "kubelab-user", group="rbac.authorization.k8s.io")
+    assert {tuple(r["resources"]) for r in role["rules"]} >= {("jobs",), ("deployments",), ("pods/log",)}
+    assert kube_cluster.get_object("rolebindings", "kubelab-ml-alice", "kubelab-user", group="rbac.authorization.k8s.io")
+    cm = kube_cluster.get_object("configmaps", "kubelab-ml-alice", "kubelab-notebook")
+    assert '"max_gpus_per_job"' in cm["data"]["kubelab.json"]
+
+    # the second spawn re-writes nothing in the namespace
+    await spawner.stop()
+    mark = kube_cluster.requests.mark()
+    await start(spawner, {"profile": "cpu"})
+    writes = {(r.verb, r.resource) for r in writes_since(kube_cluster, mark)}
+    assert writes == {("create", "pods")}, writes
+    cpu_pod = pod_of(kube_cluster, spawner)
+    assert "nvidia.com/gpu" not in str(cpu_pod["spec"]["containers"][0]["resources"])
+    assert violations(cpu_pod, "restricted") == []
+
+
+async def test_shared_team_namespace(kube_cluster: Any, make_spawner: Callable[..., Any]) -> None:
+    spawner = make_spawner("victor", ("vision",))
+    await start(spawner, {"profile": "cpu", "datasets": ["scratch"]})
+    assert spawner.namespace == "kubelab-vision"
+    pod = pod_of(kube_cluster, spawner)
+    assert violations(pod, "restricted") == []
+    quota = kube_cluster.get_object("resourcequotas", "kubelab-vision", "kubelab-quota")
+    assert quota["spec"]["hard"] == {"requests.nvidia.com/gpu": "2"}  # the team's quota, shared
+    assert kube_cluster.get_object("limitranges", "kubelab-vision", "kubelab-defaults")
+
+
+# -- the fast GPU failure --------------------------------------------------------------------------
+
+
+async def test_unschedulable_gpu_spawn_fails_fast_and_cleans_up(
+    kube_cluster: Any, make_spawner: Callable[..., Any]
+) -> None:
+    kube_cluster.add_node("a100-0", gpus=1, labels=A100, taints=GPU_TAINT)
+    spawner = make_spawner(gpu_unschedulable_timeout=0.5)
+    before = {k: getattr(spawner, k) for k in ("extra_resource_limits", "node_selector", "tolerations",
+                                                "image", "volumes", "cpu_limit")}
+    started = time.monotonic()
+    with pytest.raises(web.HTTPError) as e:
+        await start(spawner, {"profile": "a100", "gpus": 2, "datasets": []})
+    took = time.monotonic() - started
+    message = str(getattr(e.value, "message", e.value))
+    assert e.value.status_code == 503
+    assert took < 10, took
+    assert "2 × NVIDIA A100 <80GB>" in message
+    assert "1 of 1 free, at most 1 on one node" in message
+    assert "ask for 1 GPU" in message and "try again later" in message
+    assert "Insufficient nvidia.com/gpu" in message
+    # the pending pod is gone
+    deadline = time.monotonic() + 5
+    while kube_cluster.get_object("pods", spawner.namespace, spawner.pod_name) is not None:
+        assert time.monotonic() < deadline, "the unschedulable pod was not deleted"
+        await asyncio.sleep(0.05)
+    # nothing of the GPU spawn is left on the spawner
+    after = {k: getattr(spawner, k) for k in before}
+    assert after == before
+    # and the next spawn on the same spawner is a clean CPU server
+    await start(spawner, {"profile": "cpu"})
+    pod = pod_of(kube_cluster, spawner)
+    assert "nvidia.com/gpu" not in str(pod["spec"]["containers"][0]["resources"])
+    assert not pod["spec"].get("nodeSelector")
+    assert violations(pod, "restricted") == []
+
+
+async def test_gpu_spawn_waits_while_schedulable_later(kube_cluster: Any, make_spawner: Callable[..., Any]) -> None:
+    """A pod that becomes schedulable before the timeout is not failed."""
+    spawner = make_spawner(gpu_unschedulable_timeout=3)
+    task = asyncio.ensure_future(start(spawner, {"profile": "a100", "gpus": 1, "datasets": []}))
+    await asyncio.sleep(0.5)
+    assert not task.done()
+    kube_cluster.add_node("a100-0", gpus=8, labels=A100, taints=GPU_TAINT)
+    url = await asyncio.wait_for(task, 10)
+    assert url and pod_of(kube_cluster, spawner)["spec"]["nodeName"] == "a100-0"
