@@ -1,0 +1,343 @@
+"""The abstract job backend, and the submit steps every backend shares.
+
+A backend runs jobs somewhere (local processes, a Kubernetes cluster) and reports on them; it is
+synchronous from the caller's side so that scripts, magics and widgets use it alike (the Kubernetes
+backend runs its asyncio client on its own loop thread). :meth:`Backend.submit` is a template:
+name → validation against the admin config → workspace snapshot → :meth:`Backend._launch`.
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import os
+import queue
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kubelab.core.jobs.context import JobContext
+from kubelab.core.jobs.errors import InvalidJobSpec, JobExists, JobFailed, JobNotFound, WaitTimeout
+from kubelab.core.jobs.snapshot import Snapshot, SnapshotStore
+from kubelab.core.jobs.types import JobInfo, JobPhase, JobSpec, JobStatus, make_job_name
+from kubelab.core.jobs.validate import Resolved, validate
+from kubelab.core.quantity import parse_quantity
+
+__all__ = ["Backend", "LogStream", "Prepared", "CELL_FILE"]
+
+#: the file a cell's code is written to in the job's workspace
+CELL_FILE = "_kubelab_cell.py"
+
+
+@dataclass
+class Prepared:
+    """A submission that passed validation and has its workspace: what a backend launches."""
+
+    name: str
+    spec: JobSpec
+    resolved: Resolved
+    snapshot: Snapshot
+    job_dir: Path
+    #: the entry point, relative to the workspace
+    entry: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def workspace(self) -> Path:
+        return self.job_dir / "workspace"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.job_dir / "outputs"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.job_dir / "metrics.jsonl"
+
+
+class LogStream:
+    """Lines of a job's log, delivered in batches; fed by a backend thread, read by anyone.
+
+    ``read(timeout)`` returns the lines that arrived (at least one, unless the timeout passed: then
+    an empty list), or None once the log has ended. Batches keep 100,000 lines cheap: a reader
+    wakes once per batch, not once per line.
+    """
+
+    def __init__(self, *, maxsize: int = 0) -> None:
+        self._queue: queue.Queue[list[str] | None] = queue.Queue(maxsize)
+        self._ended = False
+        self._closed = threading.Event()
+
+    # feeding side
+    def put(self, lines: list[str]) -> None:
+        """Queue *lines*; blocks while the reader is behind (back pressure), not once closed."""
+        while lines and not self._closed.is_set():
+            try:
+                self._queue.put(lines, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def end(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(None, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    @property
+    def closed(self) -> bool:
+        """True once the reader has closed the stream: the feeder should stop."""
+        return self._closed.is_set()
+
+    # reading side
+    def read(self, timeout: float | None = None) -> list[str] | None:
+        if self._ended:
+            return None
+        try:
+            first = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        if first is None:
+            self._ended = True
+            return None
+        lines = list(first)
+        while True:  # drain whatever else is there, into one batch
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                self._ended = True  # this batch is the last; the next read returns None
+                break
+            lines.extend(more)
+        return lines
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            while (batch := self.read()) is not None:
+                yield from batch
+        finally:
+            self.close()
+
+
+class Backend(abc.ABC):
+    """Runs jobs for one user (*ctx*) and reports on them."""
+
+    #: "local" or "kubernetes"
+    kind: str = ""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+        self.store = SnapshotStore(ctx.jobs_root / ".snapshots")
+
+    # -- the shared submit steps ----------------------------------------------------------------
+
+    def submit(self, spec: JobSpec) -> JobInfo:
+        """Validate, snapshot and launch *spec*; return the new job."""
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        self.check_spec(spec)
+        name = spec.name or make_job_name(_stem(spec))
+        if spec.name is not None and self.exists(name):
+            raise JobExists(
+                f"a job named {name!r} exists already; pick another --name, or remove it first "
+                f"with `%jobs delete {name}` (kubelab.job({name!r}).delete())"
+            )
+        resolved = validate(spec, self.ctx, gpus_in_use=self.gpus_in_use())
+        timings["validate"] = time.perf_counter() - t0
+        workdir = Path(spec.workdir).expanduser()
+        entry, extra = _entry(spec, workdir)
+        t1 = time.perf_counter()
+        snapshot = self.store.take(
+            workdir,
+            max_size=int(parse_quantity(resolved.jobs.max_snapshot_size)),
+            extra=extra,
+            exclude=[self.ctx.jobs_root],
+        )
+        job_dir = self.ctx.jobs_root / name
+        if job_dir.exists() and spec.name is None:  # a random name that was taken: try another
+            return self.submit(_renamed(spec))
+        prepared = Prepared(name, spec, resolved, snapshot, job_dir, entry, timings)
+        fresh = not job_dir.exists()
+        job_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(prepared.workspace, ignore_errors=True)  # left by a deleted job of that name
+        snapshot.materialize(prepared.workspace)
+        prepared.output_dir.mkdir(exist_ok=True)
+        timings["snapshot"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        try:
+            info = self._launch(prepared)
+        except BaseException:
+            # nothing was started: leave no half-made job behind
+            shutil.rmtree(prepared.workspace, ignore_errors=True)
+            if fresh:
+                shutil.rmtree(job_dir, ignore_errors=True)
+            raise
+        timings["launch"] = time.perf_counter() - t2
+        self.last_timings = timings
+        return info
+
+    last_timings: dict[str, float] = {}
+
+    def check_spec(self, spec: JobSpec) -> None:
+        """Refuse what this backend cannot run, before anything is created."""
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.get(name)
+        except JobNotFound:
+            return False
+        return True
+
+    def gpus_in_use(self) -> int:
+        """GPUs held by this user's unfinished jobs (for the quota check)."""
+        return sum(j.gpus * j.nodes for j in self.list() if not j.status.done)
+
+    # -- what each backend does -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _launch(self, prepared: Prepared) -> JobInfo: ...
+
+    @abc.abstractmethod
+    def get(self, name: str) -> JobInfo:
+        """The job called *name*, or :class:`JobNotFound`."""
+
+    @abc.abstractmethod
+    def list(self) -> list[JobInfo]:
+        """This user's jobs, current and finished, newest first."""
+
+    @abc.abstractmethod
+    def open_logs(self, name: str, *, follow: bool = False, rank: int = 0) -> LogStream:
+        """The job's log (of worker *rank* when it has several pods), ending with the job if
+        *follow*, else with what there is now."""
+
+    @abc.abstractmethod
+    def cancel(self, name: str) -> JobInfo:
+        """Stop the job (all its processes or pods); its files stay."""
+
+    @abc.abstractmethod
+    def delete(self, name: str) -> None:
+        """Stop the job if it runs and forget it; its output directory stays on disk."""
+
+    @abc.abstractmethod
+    def wait_changed(self, name: str, timeout: float) -> None:
+        """Return when the job's status may have changed, or after *timeout* seconds."""
+
+    def close(self) -> None:
+        """Release threads and connections."""
+
+    # -- built on the above ---------------------------------------------------------------------
+
+    def wait(self, name: str, timeout: float | None = None, *, check: bool = False) -> JobInfo:
+        """Block until the job is done (or raise :class:`WaitTimeout`); with *check*, raise
+        :class:`JobFailed` unless it succeeded."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            info = self.get(name)
+            if info.status.done:
+                break
+            left = 1.0 if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise WaitTimeout(f"job {name!r} is still {info.status.phase} after {timeout:g} s")
+            self.wait_changed(name, min(left, 1.0))
+        if check and not info.status.ok:
+            raise self.failure(info)
+        return info
+
+    def tail(self, name: str, lines: int = 20) -> list[str]:
+        last: collections.deque[str] = collections.deque(maxlen=lines)
+        stream = self.open_logs(name, follow=False)
+        for line in stream:
+            last.append(line)
+        return list(last)
+
+    def failure(self, info: JobInfo, lines: int = 20) -> JobFailed:
+        last = self.tail(info.name, lines)
+        return JobFailed(f"job {info.name!r} {info.status.describe()}",
+                         exit_code=info.status.exit_code, last_lines=last)
+
+    def metrics(self, name: str) -> list[dict[str, Any]]:
+        from kubelab.core.jobs.metrics import read_metrics
+
+        info = self.get(name)
+        if not info.output_dir:
+            return []
+        points, _ = read_metrics(Path(info.output_dir).parent / "metrics.jsonl")
+        return points
+
+
+def _stem(spec: JobSpec) -> str:
+    return PurePosixPath(spec.script).stem if spec.script else "cell"
+
+
+def _renamed(spec: JobSpec) -> JobSpec:
+    from dataclasses import replace
+
+    return replace(spec, name=None)
+
+
+def _entry(spec: JobSpec, workdir: Path) -> tuple[str, dict[str, bytes]]:
+    """The entry point relative to the workspace, and extra files to put in the snapshot."""
+    if spec.source is not None:
+        return CELL_FILE, {CELL_FILE: spec.source.encode("utf-8")}
+    assert spec.script is not None
+    script = Path(spec.script).expanduser()
+    path = script if script.is_absolute() else workdir / script
+    if not path.is_file():
+        raise InvalidJobSpec(f"no such script: {spec.script}" + (
+            f" (looked in {workdir.resolve()})" if not script.is_absolute() else ""))
+    try:
+        rel = path.resolve().relative_to(workdir.resolve())
+    except ValueError:
+        raise InvalidJobSpec(
+            f"the script {spec.script} is outside the working directory {workdir.resolve()}; "
+            f"the job only gets a snapshot of that directory"
+        ) from None
+    return rel.as_posix(), {}
+
+
+def python_command(entry: str, args: Sequence[str], *, gpus: int,
+                   python: str = sys.executable,
+                   torchrun: Sequence[str] | None = None) -> list[str]:
+    """The command of a one-node job: plain Python, or ``torchrun`` for several GPUs."""
+    if gpus > 1:
+        runner = list(torchrun) if torchrun else [python, "-m", "torch.distributed.run"]
+        return [*runner, "--standalone", "--nnodes=1", f"--nproc-per-node={gpus}", entry, *args]
+    return [python, "-u", entry, *args]
+
+
+def env_for(prepared: Prepared, *, output_dir: str, metrics_file: str) -> dict[str, str]:
+    """Variables every job gets, whatever the backend."""
+    env = dict(prepared.spec.env)
+    env.update({
+        "KUBELAB_JOB_NAME": prepared.name,
+        "KUBELAB_OUTPUT_DIR": output_dir,
+        "KUBELAB_METRICS_FILE": metrics_file,
+        "PYTHONUNBUFFERED": "1",
+    })
+    if prepared.resolved.datasets:
+        env["KUBELAB_DATASETS"] = ",".join(d.name for d in prepared.resolved.datasets)
+        for d in prepared.resolved.datasets:
+            env["KUBELAB_DATA_" + d.name.upper().replace("-", "_")] = d.mount_path
+    return env
+
+
+def process_env() -> dict[str, str]:
+    """This process's environment minus what would confuse a job (the kernel's own wiring)."""
+    drop = ("JPY_PARENT_PID", "JPY_SESSION_NAME", "MPLBACKEND", "KUBELAB_METRICS_FILE",
+            "KUBELAB_JOB_NAME", "KUBELAB_OUTPUT_DIR")
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+def now_status(phase: JobPhase, **kw: Any) -> JobStatus:
+    return JobStatus(phase, **kw)

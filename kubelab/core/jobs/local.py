@@ -1,0 +1,434 @@
+"""The local backend: jobs as processes on this machine (``kubelab up``, a laptop, a GPU box).
+
+Each job lives in ``<jobs root>/<name>/``: ``job.json`` (what was asked, the process id),
+``workspace/`` (the snapshot, the job's working directory), ``outputs/`` (``$KUBELAB_OUTPUT_DIR``),
+``logs.txt`` (stdout and stderr), ``metrics.jsonl`` and, once it ended, ``exit_code``. Everything
+is on disk, so a restarted kernel (or another one) lists, follows and cancels the same jobs.
+
+Why a ``/bin/sh`` wrapper around the job: the job must outlive the kernel that started it (it runs
+in its own session and process group), and its exit code must be recorded even when no kernel is
+there to reap it. The shell records ``$?`` to ``exit_code``; it ignores the SIGTERM that cancel sends
+to the group (with a trap, not SIG_IGN, which children would inherit) so that it can still write
+the code after the job itself stopped. A shell costs a millisecond where a Python supervisor would
+cost a second interpreter start.
+
+GPUs: the job gets ``CUDA_VISIBLE_DEVICES`` set to GPUs of this server that no other running local
+job holds; several GPUs run under ``torchrun --standalone --nnodes=1 --nproc-per-node=N``.
+CPU and memory requests are recorded but not enforced (no cgroups here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from kubelab.core.jobs.backend import (
+    Backend,
+    LogStream,
+    Prepared,
+    env_for,
+    process_env,
+    python_command,
+)
+from kubelab.core.jobs.context import JobContext
+from kubelab.core.jobs.errors import BackendError, InvalidJobSpec, JobNotFound, QuotaExceeded
+from kubelab.core.jobs.types import JobInfo, JobPhase, JobSpec, JobStatus, check_job_name
+
+__all__ = ["LocalBackend", "visible_gpus"]
+
+_WRAPPER = (
+    "trap 'true' TERM INT HUP\n"
+    '"$@"\n'
+    "code=$?\n"
+    'echo $code > exit_code.tmp && mv exit_code.tmp exit_code\n'
+    "exit $code\n"
+)
+#: seconds between SIGTERM and SIGKILL when cancelling
+CANCEL_GRACE = 10.0
+
+
+def visible_gpus(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The GPUs this server was given: ``KUBELAB_LOCAL_GPUS`` or ``CUDA_VISIBLE_DEVICES`` (ids or
+    UUIDs, comma separated), else every NVIDIA GPU the driver lists, else none."""
+    env = os.environ if environ is None else environ
+    for var in ("KUBELAB_LOCAL_GPUS", "CUDA_VISIBLE_DEVICES"):
+        value = env.get(var)
+        if value is not None:
+            devices = [d.strip() for d in value.split(",") if d.strip()]
+            return [d for d in devices if d != "-1"]
+    try:
+        return [str(i) for i in range(len(os.listdir("/proc/driver/nvidia/gpus")))]
+    except OSError:
+        return []
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _proc_start(pid: int) -> str | None:
+    """The kernel's start time of *pid* (guards against a reused pid), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return fields[19].decode()
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    if os.path.exists("/proc/self/stat"):
+        return _proc_start(pid) is not None and (start is None or _proc_start(pid) == start)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LocalBackend(Backend):
+    """Runs jobs as local processes; see the module docstring."""
+
+    kind = "local"
+
+    def __init__(self, ctx: JobContext, *, environ: Mapping[str, str] | None = None,
+                 torchrun: Sequence[str] | None = None) -> None:
+        """*environ* is where the server's GPUs are read from (default ``os.environ``);
+        *torchrun* the command that starts several workers (default: PyTorch's
+        ``python -m torch.distributed.run`` when PyTorch is installed)."""
+        super().__init__(ctx)
+        if torchrun is None and importlib.util.find_spec("torch") is not None:
+            torchrun = [sys.executable, "-m", "torch.distributed.run"]
+        self.torchrun = list(torchrun) if torchrun else None
+        self.root = ctx.jobs_root
+        self.gpus = visible_gpus(environ)
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+
+    # -- submit -------------------------------------------------------------------------------
+
+    def check_spec(self, spec: JobSpec) -> None:
+        if spec.nodes > 1:
+            raise InvalidJobSpec(
+                f"the local backend runs on this one machine: --nodes must be 1, got {spec.nodes} "
+                f"(use --gpus for several GPUs here)"
+            )
+        if spec.gpus > len(self.gpus):
+            have = f"has {len(self.gpus)}" if self.gpus else "has none"
+            raise QuotaExceeded(f"{spec.gpus} GPUs asked; this server {have}")
+        if spec.gpus > 1 and not self.torchrun:
+            raise BackendError(f"--gpus {spec.gpus} runs torchrun, which needs PyTorch installed")
+
+    def _free_gpus(self) -> list[str]:
+        held = {d for j in self._records() if not self._status(j).done for d in j.get("devices", [])}
+        return [g for g in self.gpus if g not in held]
+
+    def _launch(self, prepared: Prepared) -> JobInfo:
+        spec = prepared.spec
+        with self._lock:
+            devices: list[str] = []
+            if spec.gpus:
+                free = self._free_gpus()
+                if len(free) < spec.gpus:
+                    raise QuotaExceeded(
+                        f"{spec.gpus} GPUs asked, {len(free)} of this server's {len(self.gpus)} "
+                        f"are free (the others are held by running jobs; see %jobs)"
+                    )
+                devices = free[: spec.gpus]
+            command = python_command(prepared.entry, spec.args, gpus=spec.gpus,
+                                     torchrun=self.torchrun)
+            env = process_env()
+            env.update(env_for(prepared, output_dir=str(prepared.output_dir),
+                               metrics_file=str(prepared.metrics_file)))
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+            job_dir = prepared.job_dir
+            for leftover in ("exit_code", "cancelled", "logs.txt", "metrics.jsonl"):
+                with contextlib.suppress(FileNotFoundError):
+                    (job_dir / leftover).unlink()
+            record: dict[str, Any] = {
+                "name": prepared.name, "backend": self.kind, "user": self.ctx.user,
+                "created": _now().isoformat(), "entry": spec.entry_name,
+                "script": prepared.entry, "args": list(spec.args), "gpus": spec.gpus, "nodes": 1,
+                "cpus": spec.cpus, "memory": spec.memory, "image": None,
+                "data": [d.name for d in prepared.resolved.datasets],
+                "snapshot": prepared.snapshot.id, "devices": devices, "command": command,
+            }
+            log = open(job_dir / "logs.txt", "ab", buffering=0)  # noqa: SIM115
+            try:
+                proc = subprocess.Popen(
+                    ["/bin/sh", "-c", _WRAPPER.replace("exit_code", str(job_dir / "exit_code")),
+                     "kubelab-job", *command],
+                    cwd=prepared.workspace, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, start_new_session=True,
+                )
+            except OSError as e:
+                raise BackendError(f"could not start the job: {e}") from None
+            finally:
+                log.close()
+            self._procs[prepared.name] = proc
+            record["pid"] = proc.pid
+            record["proc_start"] = _proc_start(proc.pid)
+            _write_json(job_dir / "job.json", record)
+        return self._info(record)
+
+    # -- reading state --------------------------------------------------------------------------
+
+    def _dir(self, name: str) -> Path:
+        check_job_name(name)
+        return self.root / name
+
+    def _record(self, name: str) -> dict[str, Any]:
+        try:
+            path = self._dir(name) / "job.json"
+        except InvalidJobSpec:
+            raise JobNotFound(f"no job named {name!r}") from None
+        try:
+            record = json.loads(path.read_bytes())
+        except (FileNotFoundError, ValueError):
+            raise JobNotFound(f"no job named {name!r}{self._hint()}") from None
+        record["_dir"] = str(path.parent)
+        return record
+
+    def _hint(self) -> str:
+        names = [r["name"] for r in self._records()[:5]]
+        return f" (your jobs: {', '.join(names)})" if names else " (you have no jobs)"
+
+    def _records(self) -> list[dict[str, Any]]:
+        out = []
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                record = json.loads(Path(entry.path, "job.json").read_bytes())
+            except (FileNotFoundError, NotADirectoryError, ValueError):
+                continue
+            if record.get("backend") == self.kind:
+                record["_dir"] = entry.path
+                out.append(record)
+        out.sort(key=lambda r: r.get("created", ""), reverse=True)
+        return out
+
+    def _status(self, record: dict[str, Any]) -> JobStatus:
+        job_dir = Path(record["_dir"])
+        created = datetime.fromisoformat(record["created"])
+        proc = self._procs.get(record["name"])
+        if proc is not None and proc.pid == record.get("pid"):
+            proc.poll()  # reap it, so that a finished job is not a zombie that looks alive
+        cancelled = (job_dir / "cancelled").exists()
+        try:
+            code_path = job_dir / "exit_code"
+            code = int(code_path.read_text().strip())
+            finished = datetime.fromtimestamp(code_path.stat().st_mtime, timezone.utc)
+        except (FileNotFoundError, ValueError):
+            code = None
+            finished = None
+        if code is not None:
+            if cancelled:
+                return JobStatus(JobPhase.CANCELLED, code, "cancelled", created, created, finished)
+            if code == 0:
+                return JobStatus(JobPhase.SUCCEEDED, 0, "", created, created, finished)
+            return JobStatus(JobPhase.FAILED, code, _signal_text(code), created, created, finished)
+        if _alive(record["pid"], record.get("proc_start")):
+            return JobStatus(JobPhase.RUNNING, None, "", created, created, None)
+        if cancelled:
+            return JobStatus(JobPhase.CANCELLED, None, "cancelled", created, created,
+                             _mtime(job_dir / "cancelled"))
+        return JobStatus(JobPhase.FAILED, None,
+                         "the job's processes ended without an exit code (killed, or the machine "
+                         "restarted)", created, created, _mtime(job_dir / "logs.txt"))
+
+    def _info(self, record: dict[str, Any]) -> JobInfo:
+        if "_dir" not in record:
+            record["_dir"] = str(self.root / record["name"])
+        job_dir = Path(record["_dir"])
+        return JobInfo(
+            name=record["name"], backend=self.kind, status=self._status(record),
+            entry=record.get("entry", ""), args=tuple(record.get("args", ())),
+            gpus=record.get("gpus", 0), nodes=1, image=None, data=tuple(record.get("data", ())),
+            output_dir=str(job_dir / "outputs"), snapshot=record.get("snapshot"),
+            extra={"pid": record.get("pid"), "devices": record.get("devices", []),
+                   "log": str(job_dir / "logs.txt"), "command": record.get("command")},
+        )
+
+    def get(self, name: str) -> JobInfo:
+        return self._info(self._record(name))
+
+    def list(self) -> list[JobInfo]:
+        return [self._info(r) for r in self._records()]
+
+    def wait_changed(self, name: str, timeout: float) -> None:
+        proc = self._procs.get(name)
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout)
+            # the shell writes exit_code just before it exits: nothing more to wait for
+            return
+        time.sleep(min(timeout, 0.05))
+
+    # -- logs ---------------------------------------------------------------------------------
+
+    def open_logs(self, name: str, *, follow: bool = False, rank: int = 0) -> LogStream:
+        record = self._record(name)
+        path = Path(record["_dir"]) / "logs.txt"
+        stream = LogStream(maxsize=64 if follow else 0)
+        if not follow:
+            _feed_file(stream, path, lambda: True)
+            return stream
+
+        def done() -> bool:
+            return self._status(record).done
+
+        thread = threading.Thread(target=_feed_file, args=(stream, path, done), daemon=True,
+                                  name=f"kubelab-logs-{name}")
+        thread.start()
+        return stream
+
+    # -- cancel / delete ------------------------------------------------------------------------
+
+    def cancel(self, name: str) -> JobInfo:
+        record = self._record(name)
+        if self._status(record).done:
+            return self._info(record)
+        job_dir = Path(record["_dir"])
+        (job_dir / "cancelled").write_text(_now().isoformat())
+        pid = record["pid"]
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+
+        def escalate() -> None:
+            deadline = time.monotonic() + CANCEL_GRACE
+            while time.monotonic() < deadline:
+                if not _group_alive(pid):
+                    return
+                time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+        threading.Thread(target=escalate, daemon=True, name=f"kubelab-cancel-{name}").start()
+        self.wait_changed(name, 2.0)
+        return self._info(record)
+
+    def delete(self, name: str) -> None:
+        record = self._record(name)
+        if not self._status(record).done:
+            self.cancel(name)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(record["pid"], signal.SIGKILL)
+        job_dir = Path(record["_dir"])
+        (job_dir / "job.json").unlink()
+        shutil.rmtree(job_dir / "workspace", ignore_errors=True)
+        for leftover in ("exit_code", "cancelled", "logs.txt"):
+            with contextlib.suppress(FileNotFoundError):
+                (job_dir / leftover).unlink()
+        self._procs.pop(name, None)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # zombies of the group still count for killpg; look for a live member in /proc
+    if _proc_start(pgid) is not None:
+        return True
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+                return True
+    return False
+
+
+def _feed_file(stream: LogStream, path: Path, done: Any) -> None:
+    """Feed the lines of *path* to *stream* as the file grows, until *done()* and all is read.
+
+    Polling a local file is cheap; the interval starts at 2 ms (the first line of a fresh job
+    shows at once) and backs off to 50 ms while nothing arrives.
+    """
+    pending = b""
+    delay = 0.002
+    try:
+        f = open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        stream.end()
+        return
+    try:
+        while not stream.closed:
+            chunk = f.read(1 << 20)
+            if chunk:
+                delay = 0.002
+                data = pending + chunk
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    pending = data
+                    continue
+                pending = data[cut + 1:]
+                text = data[:cut].decode("utf-8", errors="replace")
+                stream.put(text.split("\n"))
+                continue
+            finished = done()
+            if finished:
+                rest = f.read()
+                data = pending + rest
+                if data:
+                    lines = data.decode("utf-8", errors="replace").split("\n")
+                    if lines and lines[-1] == "":
+                        lines.pop()
+                    stream.put(lines)
+                break
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.05)
+    finally:
+        f.close()
+        stream.end()
+
+
+def _signal_text(code: int) -> str:
+    if code > 128:
+        try:
+            return f"killed by {signal.Signals(code - 128).name}"
+        except ValueError:
+            return ""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return ""
+
+
+def _mtime(path: Path) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+    except FileNotFoundError:
+        return None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({k: v for k, v in data.items() if not k.startswith("_")}, indent=1))
+    os.replace(tmp, path)

@@ -1,0 +1,269 @@
+"""The local backend runs real processes: a NumPy training run, failures, cancel, restarts."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kubelab
+from kubelab.core.jobs import metrics as metrics_module
+from kubelab.core.jobs.api import Job
+from kubelab.core.jobs.errors import (
+    BackendError,
+    InvalidJobSpec,
+    JobExists,
+    JobFailed,
+    JobNotFound,
+    QuotaExceeded,
+    WaitTimeout,
+)
+from kubelab.core.jobs.local import LocalBackend, visible_gpus
+from kubelab.core.jobs.types import JobPhase, JobSpec
+from kubelab.tests.jobs_support import kill_all, local, make_backend, workdir  # noqa: F401
+
+SLEEPER = "import time, sys\nprint('started', flush=True)\ntime.sleep(60)\n"
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.02)
+
+
+def test_a_numpy_training_run_to_completion(local: LocalBackend, workdir: Path) -> None:
+    job = kubelab.train("train.py", args=["--epochs", "30", "--lr", "0.1"], name="linreg")
+    assert job.name == "linreg"
+    lines = list(job.logs(follow=True))
+    assert lines[0].startswith("epoch 0 loss")
+    assert lines[-1].startswith("saved ")
+    status = job.wait(timeout=30)
+    assert status.phase is JobPhase.SUCCEEDED and status.exit_code == 0
+    points = job.metrics()
+    assert [p["epoch"] for p in points] == list(range(30))
+    assert points[-1]["loss"] < points[0]["loss"] / 100
+    weights = np.load(Path(job.output_dir) / "weights.npy")
+    np.testing.assert_allclose(weights, [1.5, -2.0, 0.5, 3.0], atol=0.05)
+    # the job ran on a snapshot: its workspace is not the notebook's folder
+    assert Path(job.output_dir).parent.name == "linreg"
+    assert [j.name for j in kubelab.jobs()] == ["linreg"]
+
+
+def test_the_job_gets_its_environment(local: LocalBackend, workdir: Path) -> None:
+    (workdir / "env.py").write_text(
+        "import os\nfor k in ('KUBELAB_JOB_NAME', 'MY_VAR', 'CUDA_VISIBLE_DEVICES', "
+        "'KUBELAB_OUTPUT_DIR'):\n    print(k, '=', os.environ.get(k))\nprint('cwd', os.getcwd())\n")
+    job = kubelab.train("env.py", env={"MY_VAR": "a=b"}, name="envjob")
+    job.wait(timeout=30)
+    out = dict(line.split(" = ") for line in job.logs() if " = " in line)
+    assert out["KUBELAB_JOB_NAME"] == "envjob" and out["MY_VAR"] == "a=b"
+    assert out["CUDA_VISIBLE_DEVICES"] == ""
+    assert out["KUBELAB_OUTPUT_DIR"] == job.output_dir
+    assert any(line == f"cwd {Path(job.output_dir).parent / 'workspace'}" for line in job.logs())
+
+
+def test_failure_has_exit_code_and_last_lines(local: LocalBackend) -> None:
+    job = kubelab.train(code="print('about to fail')\nraise SystemExit(7)\n", name="boom")
+    with pytest.raises(JobFailed) as e:
+        job.wait(timeout=30)
+    assert e.value.exit_code == 7
+    assert e.value.last_lines == ["about to fail"]
+    assert "Failed (exit code 7)" in str(e.value)
+    assert job.wait(timeout=1, check=False).exit_code == 7
+
+
+def test_a_traceback_is_in_the_last_lines(local: LocalBackend) -> None:
+    job = kubelab.train(code="import missing_module_xyz\n")
+    info = local.wait(job.name, 30)
+    assert info.status.exit_code == 1
+    assert local.tail(job.name, 1) == ["ModuleNotFoundError: No module named 'missing_module_xyz'"]
+
+
+def test_cancel_kills_the_whole_process_group(local: LocalBackend, tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    code = (f"import subprocess, sys, time\n"
+            f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+            f"print('child', p.pid, flush=True)\ntime.sleep(60)\n")
+    job = kubelab.train(code=code, name="tree")
+    wait_for(pidfile.exists)
+    wait_for(lambda: pidfile.read_text().strip() != "")
+    child = int(pidfile.read_text())
+    assert job.status.phase is JobPhase.RUNNING
+    status = job.cancel()
+    assert status.phase is JobPhase.CANCELLED
+    wait_for(lambda: not _running(child))
+    assert job.status.phase is JobPhase.CANCELLED
+    assert job.wait(timeout=1, check=False).phase is JobPhase.CANCELLED
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def test_a_restarted_kernel_sees_the_same_jobs(local: LocalBackend, workdir: Path,
+                                               tmp_path: Path) -> None:
+    (workdir / "sleeper.py").write_text(SLEEPER)
+    done = kubelab.train("train.py", args=["--epochs", "2"], name="done")
+    done.wait(timeout=30)
+    running = kubelab.train("sleeper.py", name="sleeper")
+    wait_for(lambda: "started" in list(running.logs()))
+    # a new kernel: a new backend over the same jobs root, with no memory of the processes
+    fresh = make_backend(tmp_path / "jobs")
+    seen = {i.name: i.status.phase for i in fresh.list()}
+    assert seen == {"done": JobPhase.SUCCEEDED, "sleeper": JobPhase.RUNNING}
+    assert Job("done", fresh).metrics()[-1]["epoch"] == 1
+    assert fresh.cancel("sleeper").status.phase is JobPhase.CANCELLED
+    assert local.get("sleeper").status.phase is JobPhase.CANCELLED
+
+
+def test_follow_streams_a_running_job(local: LocalBackend) -> None:
+    job = kubelab.train(code="import time\nfor i in range(5):\n    print(i, flush=True)\n"
+                             "    time.sleep(0.05)\n")
+    assert list(job.logs(follow=True)) == ["0", "1", "2", "3", "4"]
+
+
+def test_many_log_lines_arrive_in_order(local: LocalBackend) -> None:
+    job = kubelab.train(code="import sys\nsys.stdout.write(''.join(f'line {i}\\n' for i in range(100000)))\n")
+    stream = local.open_logs(job.name, follow=True)
+    count, batches = 0, 0
+    while (batch := stream.read(timeout=10)) is not None:
+        for line in batch:
+            assert line == f"line {count}"
+            count += 1
+        batches += bool(batch)
+    assert count == 100_000
+    assert batches < 1000  # batched, not a wake-up per line
+
+
+def test_names_and_refusals(local: LocalBackend) -> None:
+    kubelab.train("train.py", args=["--epochs", "1"], name="taken").wait(30)
+    with pytest.raises(JobExists, match="`%jobs delete taken`"):
+        kubelab.train("train.py", name="taken")
+    with pytest.raises(InvalidJobSpec, match="--nodes must be 1"):
+        kubelab.train("train.py", nodes=2)
+    with pytest.raises(QuotaExceeded, match="this server has none"):
+        kubelab.train("train.py", gpus=1)
+    with pytest.raises(InvalidJobSpec, match="no such script: nope.py"):
+        kubelab.train("nope.py")
+    with pytest.raises(InvalidJobSpec, match="outside the working directory"):
+        kubelab.train(sys.executable)
+    with pytest.raises(JobNotFound, match="your jobs: taken"):
+        kubelab.job("other")
+    with pytest.raises(JobNotFound):
+        kubelab.job("../../etc")
+
+
+def test_delete_keeps_outputs_and_frees_the_name(local: LocalBackend) -> None:
+    job = kubelab.train("train.py", args=["--epochs", "1"], name="again")
+    job.wait(30)
+    out = Path(job.output_dir)
+    job.delete()
+    assert (out / "weights.npy").exists()
+    assert kubelab.jobs() == []
+    assert kubelab.train("train.py", args=["--epochs", "1"], name="again").wait(30).ok
+
+
+def test_wait_timeout(local: LocalBackend, workdir: Path) -> None:
+    (workdir / "sleeper.py").write_text(SLEEPER)
+    job = kubelab.train("sleeper.py")
+    with pytest.raises(WaitTimeout, match="still Running after 0.2 s"):
+        job.wait(timeout=0.2)
+    job.cancel()
+
+
+FAKE_TORCHRUN = """
+import os, sys
+print("torchrun", " ".join(sys.argv[1:]), "CUDA", os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
+import time; time.sleep(60)
+"""
+
+
+def test_gpus_are_shared_out_between_running_jobs(tmp_path: Path, workdir: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(workdir)
+    (workdir / "gpu.py").write_text(
+        "import os, time\nprint(os.environ['CUDA_VISIBLE_DEVICES'], flush=True)\ntime.sleep(60)\n")
+    fake = tmp_path / "torchrun.py"
+    fake.write_text(FAKE_TORCHRUN)
+    backend = make_backend(tmp_path / "jobs", gpus="0,1,2")
+    backend.torchrun = [sys.executable, str(fake)]
+    try:
+        a = backend.submit(JobSpec(script="gpu.py", gpus=1, name="a"))
+        b = backend.submit(JobSpec(script="gpu.py", gpus=1, name="b"))
+        assert a.extra["devices"] == ["0"] and b.extra["devices"] == ["1"]
+        wait_for(lambda: backend.tail("b", 1) == ["1"])
+        with pytest.raises(QuotaExceeded, match="1 of this server's 3 are free"):
+            backend.submit(JobSpec(script="gpu.py", gpus=2, name="c"))
+        backend.cancel("a")
+        c = backend.submit(JobSpec(script="gpu.py", gpus=2, name="c", args=["--lr", "1"]))
+        assert c.extra["devices"] == ["0", "2"]
+        wait_for(lambda: backend.tail("c", 1) == [
+            "torchrun --standalone --nnodes=1 --nproc-per-node=2 gpu.py --lr 1 CUDA 0,2"])
+        backend.torchrun = None
+        with pytest.raises(BackendError, match="torchrun, which needs PyTorch"):
+            backend.check_spec(JobSpec(script="x.py", gpus=2))
+    finally:
+        kill_all(backend)
+
+
+def test_visible_gpus() -> None:
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "0,2"}) == ["0", "2"]
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
+    assert visible_gpus({"KUBELAB_LOCAL_GPUS": "GPU-a,GPU-b", "CUDA_VISIBLE_DEVICES": "0"}) == ["GPU-a", "GPU-b"]
+
+
+def test_a_function_as_the_job(local: LocalBackend) -> None:
+    job = kubelab.train(_train_fn, kwargs={"n": 3})
+    assert job.name.startswith("train-fn-")
+    job.wait(30)
+    assert list(job.logs()) == ["n = 3"]
+    with pytest.raises(InvalidJobSpec, match="defined with 'def'"):
+        kubelab.train(lambda: None)
+
+
+def _train_fn(n: int) -> None:
+    print("n =", n)
+
+
+def test_report_outside_a_job_and_by_rank(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("KUBELAB_METRICS_FILE", raising=False)
+    before = len(metrics_module.history())
+    kubelab.report(epoch=1, loss=np.float32(0.5))
+    assert metrics_module.history()[before:][0]["loss"] == pytest.approx(0.5)
+    path = tmp_path / "m.jsonl"
+    monkeypatch.setenv("KUBELAB_METRICS_FILE", str(path))
+    monkeypatch.setenv("RANK", "1")
+    kubelab.report(loss=1.0)  # not rank 0: dropped
+    kubelab.report(loss=2.0, all_ranks=True)
+    monkeypatch.setenv("RANK", "0")
+    kubelab.report(step=5, acc=0.9, nan=float("nan"))
+    points, offset = metrics_module.read_metrics(path)
+    assert [(p.get("loss"), p.get("rank"), p.get("step")) for p in points] == [(2.0, 1, None), (None, None, 5)]
+    assert points[1]["nan"] == "nan" and offset == path.stat().st_size
+    with pytest.raises(TypeError, match="not a number"):
+        kubelab.report(loss=object())
+    with pytest.raises(TypeError, match="at least one metric"):
+        kubelab.report()
+
+
+def test_import_kubelab_stays_light() -> None:
+    import subprocess
+
+    code = ("import sys, kubelab; kubelab.report(x=1); "
+            "heavy = [m for m in ('pydantic', 'kubernetes_asyncio', 'IPython', 'ipywidgets', "
+            "'kubelab.core.jobs.api') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "KUBELAB_METRICS_FILE": ""}, check=True)
+    assert out.stdout.strip() == "[]"

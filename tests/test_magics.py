@@ -1,0 +1,188 @@
+"""%train, %%train and %jobs in a real IPython shell over the local backend."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+import kubelab
+from kubelab.core.jobs.local import LocalBackend
+from kubelab.core.jobs.types import JobPhase
+from kubelab.labextension import display
+from kubelab.labextension.controller import JobsController, parse_env
+from kubelab.labextension.magics import JobsTable, KubelabCellError, KubelabMagics
+from kubelab.tests.jobs_support import local, workdir  # noqa: F401
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@pytest.fixture
+def ip(local: LocalBackend) -> InteractiveShell:
+    shell = InteractiveShell.instance()
+    shell.register_magics(KubelabMagics(shell, JobsController(local)))
+    return shell
+
+
+def run(ip: InteractiveShell, capsys: pytest.CaptureFixture[str], cell: str) -> tuple[bool, str]:
+    result = ip.run_cell(cell)
+    out = capsys.readouterr()
+    text = ANSI.sub("", out.out + out.err)
+    assert "Traceback" not in text, text
+    return result.success, text
+
+
+def test_load_ext_registers_the_magics() -> None:
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "kubelab")
+    assert {"train", "jobs"} <= set(shell.magics_manager.magics["line"])
+    assert "train" in shell.magics_manager.magics["cell"]
+
+
+def test_help_is_the_docstring() -> None:
+    doc = KubelabMagics.train.__doc__
+    assert "%%train [options]" in doc and "--gpus" in doc and "--no-follow" in doc
+    assert "%jobs logs NAME [--follow]" in KubelabMagics.jobs.__doc__
+
+
+def test_train_a_script_and_follow_it(ip, capsys) -> None:
+    ok, out = run(ip, capsys, "%train --name lin train.py --epochs 3")
+    assert ok
+    assert "epoch 2 loss" in out and "[metrics] epoch=2" in out
+    assert "lin: Succeeded" in out and "outputs in" in out
+    ok, out = run(ip, capsys, "%jobs")
+    assert re.search(r"lin\s+Succeeded\s+0\s+train.py --epochs 3", out)
+
+
+def test_cell_code_runs_with_its_args(ip, capsys) -> None:
+    ok, out = run(ip, capsys, "%%train --name cell1 --env GREETING=hi -- a b\n"
+                              "import os, sys\nprint(os.environ['GREETING'], sys.argv[1:])\n")
+    assert ok and "hi ['a', 'b']" in out
+
+
+def test_a_failed_job_shows_exit_code_not_a_traceback(ip, capsys) -> None:
+    ok, out = run(ip, capsys, "%%train --name bad\nprint('last words')\nraise SystemExit(4)\n")
+    assert not ok
+    assert "kubelab: job bad Failed (exit code 4)" in out
+    assert "last words" in out
+    ok, out = run(ip, capsys, "%jobs wait bad")
+    assert not ok
+    assert "job bad Failed (exit code 4); last 1 log lines:\n    last words" in out
+
+
+@pytest.mark.parametrize(("line", "words"), [
+    ("%train --gpus x train.py", "invalid int value: 'x'"),
+    ("%train --gpus -1 train.py", "--gpus must be 0 or more"),
+    ("%train --nodes 0 train.py", "--nodes must be 1 or more"),
+    ("%train --bogus train.py", "unrecognized arguments: --bogus"),
+    ('%train "open', "cannot split the line"),
+    ("%train", "which script?"),
+    ("%train -h", "unrecognized arguments: -h"),
+    ("%%train --name x\n", "the cell body is empty"),
+    ("%%train --name x\n   \n", "the cell is empty"),
+    ("%train nope.py", "no such script: nope.py"),
+    ("%train --data imagenet train.py", "unknown dataset 'imagenet'"),
+    ("%train --gpus 1 train.py", "1 GPUs asked; this server has none"),
+    ("%train --nodes 2 train.py", "--nodes must be 1"),
+    ("%train --env NOEQUALS train.py", "--env takes KEY=VALUE"),
+    ("%train --name Bad_Name train.py", "invalid job name 'Bad_Name'"),
+    ("%train --memory lots train.py", "memory must be a Kubernetes quantity"),
+    ("%jobs frobnicate", "unknown %jobs action 'frobnicate'"),
+    ("%jobs logs", "%jobs logs needs a job name"),
+    ("%jobs cancel ghost", "no job named 'ghost'"),
+    ("%jobs wait ghost --timeout 0", "--timeout must be more than 0"),
+    ("%jobs logs ghost --tail -3", "--tail must be 0 or more"),
+])
+def test_bad_input_is_one_short_message(ip, capsys, line, words) -> None:
+    ok, out = run(ip, capsys, line)
+    assert not ok
+    assert words in out
+    assert len(out.strip().splitlines()) <= 2, out
+
+
+def test_no_follow_returns_the_job_and_jobs_manages_it(ip, capsys, workdir: Path) -> None:
+    (workdir / "slow.py").write_text("import time\nprint('up', flush=True)\ntime.sleep(60)\n")
+    job = ip.run_line_magic("train", "--no-follow --name slow slow.py")
+    out = capsys.readouterr().out
+    assert isinstance(job, kubelab.Job) and "submitted slow" in out
+    assert "%jobs logs slow --follow" in out
+    deadline = time.monotonic() + 10
+    while "up" not in list(job.logs()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    ok, out = run(ip, capsys, "%jobs logs slow")
+    assert ok and out.strip() == "up"
+    ok, out = run(ip, capsys, "%jobs cancel slow")
+    assert ok and "slow: Cancelled" in out
+    ok, out = run(ip, capsys, "%jobs wait slow")
+    assert not ok and "job slow Cancelled" in out
+    ok, out = run(ip, capsys, "%jobs delete slow")
+    assert ok and "deleted slow; its outputs stay in" in out
+    ok, out = run(ip, capsys, "%jobs")
+    assert "no jobs yet" in out
+
+
+def test_jobs_logs_tail_and_metrics(ip, capsys) -> None:
+    run(ip, capsys, "%train --name m train.py --epochs 4")
+    ok, out = run(ip, capsys, "%jobs logs m --tail 2")
+    assert out.splitlines()[0] == "epoch 3 loss " + out.splitlines()[0].split()[-1]
+    assert out.splitlines()[1].startswith("saved ")
+    points = ip.run_line_magic("jobs", "metrics m")
+    assert [p["epoch"] for p in points] == [0, 1, 2, 3]
+
+
+def test_jobs_table_html() -> None:
+    table = JobsTable([])
+    assert "no jobs yet" in repr(table)
+    from kubelab.labextension.controller import Row
+
+    row = Row("<x>", "Failed (exit code 1)", JobPhase.FAILED, "2×2", "cell", "1s ago", "3s", "/o")
+    html = JobsTable([row])._repr_html_()
+    assert "&lt;x&gt;" in html and "#c62828" in html
+
+
+def test_parse_env() -> None:
+    assert parse_env(["A=1", "B=x=y", "C="]) == {"A": "1", "B": "x=y", "C": ""}
+
+
+def test_widget_view_follows_in_the_background(local: LocalBackend, workdir: Path) -> None:
+    job = kubelab.train("train.py", args=["--epochs", "5"], name="w")
+    view = display.WidgetView(job)
+    stop = threading.Event()
+    thread = threading.Thread(target=display.follow, args=(job, view), kwargs={"stop": stop})
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert "w: Succeeded" in view.header.value
+    assert "epoch 4 loss" in view.log.value
+    assert "<svg" in view.plot.value and "loss = " in view.plot.value
+    assert view.cancel_button.disabled
+
+
+def test_widget_view_of_a_failure_and_cancel_button(local: LocalBackend, workdir: Path) -> None:
+    job = kubelab.train(code="import time\nprint('x', flush=True)\ntime.sleep(60)\n", name="wc")
+    view = display.WidgetView(job)
+    thread = threading.Thread(target=display.follow, args=(job, view))
+    thread.start()
+    time.sleep(0.3)
+    view._cancel()
+    thread.join(30)
+    assert "wc: Cancelled" in view.header.value
+    assert "Cancelled" in view.note.value
+
+
+def test_metrics_svg() -> None:
+    assert display.metrics_svg([]) == ""
+    svg = display.metrics_svg([{"step": i, "loss": 1 / (i + 1), "acc": i / 10, "tag": "a"}
+                               for i in range(2000)])
+    assert svg.count("<svg") == 2 and "loss = 0.0005" in svg and "step 0…1999" in svg
+    one = display.metrics_svg([{"loss": 1.0}])
+    assert "report" in one
+
+
+def test_a_cell_error_renders_without_traceback() -> None:
+    e = KubelabCellError("quota exceeded\n  detail")
+    assert ANSI.sub("", "\n".join(e._render_traceback_())) == "kubelab: quota exceeded\n  detail"
