@@ -538,16 +538,14 @@ class KubeApiHandler(kmock.KubernetesScaffold):
                 await response.write(chunk)
                 written += len(chunk)
             while not buffer.closed and not kubelet.resetting:
-                async with buffer.changed:
-                    await buffer.changed.wait_for(
-                        lambda: len(buffer.lines) > position or buffer.closed or kubelet.resetting)
+                if limit_bytes is not None and written >= limit_bytes:
+                    break
+                await buffer.wait()
                 for line in buffer.lines[position:]:
                     chunk = render(line)
                     await response.write(chunk)
                     written += len(chunk)
                 position = len(buffer.lines)
-                if limit_bytes is not None and written >= limit_bytes:
-                    break
             await response.write_eof()
         except (ConnectionError, RuntimeError):
             pass
