@@ -587,6 +587,7 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
             "<li>images: servers run in kubelab's own Python environment on this machine; "
             "the image choice is passed on as $KUBELAB_IMAGE for jobs</li>"
         )
+        items.append("<li>/dev/shm: the machine's own, not sized per server</li>")
         return (
             '<div class="kubelab-local-notes" style="font-size:.9rem;color:#555;margin:.5rem 0">'
             "<p style=\"margin:0\">On this machine (kubelab up, no cluster):</p>"

@@ -631,7 +631,8 @@ class Supervisor:
             f"  admin login:    {ADMIN_USER} / {s.admin_password}",
             f"  add users at {url}hub/admin (and put them in groups there);",
             f"  they log in with their name and the user password: {s.user_password}",
-            f"  config:  {self.config_path}" + ("  (created from hub_config/local.yaml)" if self.config_created else ""),
+            f"  config:  {self.config_path}"
+            + ("  (created from hub_config/local.yaml)" if self.config_created else ""),
             f"  state:   {self.state}  (passwords in secrets.json, logs in logs/)",
         ]
         if not self.options.verbose:
@@ -710,7 +711,7 @@ class Supervisor:
         _reap_zombies()
         if self._log_thread is not None:
             self._log_thread.join(timeout=2)
-        print("kubelab: stopped." if not failed else "kubelab: stopped after a failure.", flush=True)
+        print("kubelab: stopped after a failure." if failed else "kubelab: stopped.", flush=True)
         return 1 if failed else 0
 
 
@@ -730,10 +731,11 @@ def _name(p: Any) -> str:
         cmdline = p.cmdline()
     except psutil.Error:
         return "?"
-    for part in cmdline:
-        for known in ("jupyterhub-singleuser", "configurable-http-proxy", "ipykernel", "jupyterhub"):
-            if known in part:
-                return known
+    text = " ".join(cmdline)
+    for known, shown in (("singleuser", "user server"), ("configurable-http-proxy", "proxy"),
+                         ("ipykernel", "kernel"), ("jupyterhub", "hub")):
+        if known in text:
+            return shown
     return os.path.basename(cmdline[0]) if cmdline else "?"
 
 
