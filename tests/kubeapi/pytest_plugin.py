@@ -5,6 +5,8 @@
   After the test, a crash inside the emulator fails it.
 * ``kube_namespace``: a fresh namespace for the test, deleted afterwards (safe on a real cluster).
 * ``kube_api`` / ``kube_sync_api``: a ``kubernetes_asyncio`` / ``kubernetes`` ApiClient, closed after.
+* ``kube_spawner_env``: points KubeSpawner (its process-global client configuration, reflectors and
+  shared clients) at the cluster for one test, and undoes it.
 
 Emulator-only powers (``add_node``, ``finish_pod``, ``faults``, ``requests``...) raise
 :class:`EmulatorOnly` on a real cluster, which this plugin reports as a skip; call
@@ -13,6 +15,7 @@ Emulator-only powers (``add_node``, ``finish_pod``, ``faults``, ``requests``...)
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -24,7 +27,8 @@ import pytest_asyncio
 
 from .cluster import EmulatorOnly, KubeCluster, RealCluster
 
-__all__ = ["kube_cluster", "kube_namespace", "kube_api", "kube_sync_api", "KUBECONFIG_ENV"]
+__all__ = ["kube_cluster", "kube_namespace", "kube_api", "kube_sync_api", "kube_spawner_env",
+           "KUBECONFIG_ENV"]
 
 #: point the fixtures at a real cluster by naming its kubeconfig in this variable
 KUBECONFIG_ENV = "KUBELAB_TEST_KUBECONFIG"
@@ -93,3 +97,35 @@ def kube_sync_api(kube_cluster: Cluster) -> Iterator[kubernetes.client.ApiClient
     """A synchronous ``kubernetes`` ApiClient."""
     with kube_cluster.sync_api_client() as api:
         yield api
+
+
+@pytest_asyncio.fixture
+async def kube_spawner_env(kube_cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """Make KubeSpawner (and anything using its ``load_config``/``shared_client``) use the cluster.
+
+    KubeSpawner loads the kubeconfig once (``kubespawner.clients.load_config`` is an lru_cache) into
+    ``kubernetes_asyncio``'s process-global default ``Configuration``, reading the path from
+    ``KUBECONFIG`` as captured when ``kubernetes_asyncio.config`` was imported; it also keeps
+    class-level reflectors and per-loop shared clients. All of that is pointed here, then undone.
+    """
+    from kubernetes_asyncio.config import kube_config
+    from kubespawner import KubeSpawner
+    from kubespawner import clients as kubespawner_clients
+
+    monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig_path))
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kube_cluster.kubeconfig_path))
+    saved_default = kubernetes_asyncio.client.Configuration._default
+    kubespawner_clients.load_config.cache_clear()
+    try:
+        yield
+    finally:
+        await KubeSpawner._stop_all_reflectors()
+        # shared_client() leaves a task per client that closes it when cancelled (JupyterHub
+        # cancels all tasks at shutdown); do the same for this test's loop.
+        tasks = [t for t in asyncio.all_tasks()
+                 if getattr(t.get_coro(), "__qualname__", "").endswith("close_client_task")]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        kubespawner_clients.load_config.cache_clear()
+        kubernetes_asyncio.client.Configuration._default = saved_default
