@@ -19,12 +19,17 @@ def _configmap(name: str, labels: dict[str, str] | None = None, **data: str) -> 
 
 
 def _pod(name: str, labels: dict[str, str] | None = None, **container: object) -> dict:
-    return {"metadata": {"name": name, "labels": labels or {}},
-            "spec": {"containers": [{"name": "main", "image": "busybox:1.36", **container}],
-                     "restartPolicy": "Never"}}
+    return {
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {
+            "containers": [{"name": "main", "image": "busybox:1.36", **container}],
+            "restartPolicy": "Never",
+        },
+    }
 
 
-# --- CRUD, PUT conflicts and patches with the synchronous client -----------------------------------
+# --- CRUD, PUT conflicts and patches with the synchronous client ----------------------------------
+
 
 def test_crud_put_conflict_and_patches_with_sync_client(kube_namespace, kube_sync_api):
     core = kubernetes.client.CoreV1Api(kube_sync_api)
@@ -58,13 +63,20 @@ def test_crud_put_conflict_and_patches_with_sync_client(kube_namespace, kube_syn
     assert patched.data == {"b": "2", "d": "4"}
     # A list body goes as a JSON patch.
     patched = core.patch_namespaced_config_map(
-        "settings", ns, [{"op": "replace", "path": "/data/b", "value": "20"},
-                         {"op": "add", "path": "/metadata/labels/tier", "value": "web"}])
+        "settings",
+        ns,
+        [
+            {"op": "replace", "path": "/data/b", "value": "20"},
+            {"op": "add", "path": "/metadata/labels/tier", "value": "web"},
+        ],
+    )
     assert patched.data == {"b": "20", "d": "4"}
     assert patched.metadata.labels == {"app": "x", "tier": "web"}
     # A patch naming a stale resourceVersion conflicts too.
     with pytest.raises(kubernetes.client.ApiException) as stale:
-        core.patch_namespaced_config_map("settings", ns, {"metadata": {"resourceVersion": str(first_rv)}})
+        core.patch_namespaced_config_map(
+            "settings", ns, {"metadata": {"resourceVersion": str(first_rv)}}
+        )
     assert stale.value.status == 409
 
     listed = core.list_namespaced_config_map(ns, label_selector="app=x")
@@ -75,8 +87,10 @@ def test_crud_put_conflict_and_patches_with_sync_client(kube_namespace, kube_syn
     with pytest.raises(kubernetes.client.ApiException) as gone:
         core.read_namespaced_config_map("settings", ns)
     assert gone.value.status == 404
-    assert 'configmaps \\"settings\\" not found' in gone.value.body or \
-        'configmaps "settings" not found' in gone.value.body
+    assert (
+        'configmaps \\"settings\\" not found' in gone.value.body
+        or 'configmaps "settings" not found' in gone.value.body
+    )
 
 
 def test_metadata_generate_name_generation_and_validation(kube_namespace, kube_sync_api):
@@ -84,8 +98,9 @@ def test_metadata_generate_name_generation_and_validation(kube_namespace, kube_s
     apps = kubernetes.client.AppsV1Api(kube_sync_api)
     ns = kube_namespace
 
-    generated = core.create_namespaced_secret(ns, {"metadata": {"generateName": "token-"},
-                                                   "stringData": {"k": "v"}})
+    generated = core.create_namespaced_secret(
+        ns, {"metadata": {"generateName": "token-"}, "stringData": {"k": "v"}}
+    )
     assert generated.metadata.name.startswith("token-") and len(generated.metadata.name) == 11
     assert generated.data == {"k": "dg=="}  # stringData is encoded into data, as a real server does
     assert generated.type == "Opaque"
@@ -103,10 +118,17 @@ def test_metadata_generate_name_generation_and_validation(kube_namespace, kube_s
         core.create_namespaced_config_map(f"{ns}-missing", _configmap("x"))
     assert no_ns.value.status == 404 and "namespaces" in no_ns.value.body
 
-    deployment = {"metadata": {"name": "web"}, "spec": {
-        "replicas": 0, "selector": {"matchLabels": {"app": "web"}},
-        "template": {"metadata": {"labels": {"app": "web"}},
-                     "spec": {"containers": [{"name": "web", "image": "nginx:1"}]}}}}
+    deployment = {
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "nginx:1"}]},
+            },
+        },
+    }
     stored = apps.create_namespaced_deployment(ns, deployment)
     assert stored.metadata.generation == 1
     relabelled = apps.patch_namespaced_deployment("web", ns, {"metadata": {"labels": {"x": "y"}}})
@@ -118,8 +140,18 @@ def test_metadata_generate_name_generation_and_validation(kube_namespace, kube_s
 def test_status_subresource_is_separate(kube_namespace, kube_sync_api):
     batch = kubernetes.client.BatchV1Api(kube_sync_api)
     ns = kube_namespace
-    job = {"metadata": {"name": "held"}, "spec": {"suspend": True, "template": {"spec": {
-        "restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox:1.36"}]}}}}
+    job = {
+        "metadata": {"name": "held"},
+        "spec": {
+            "suspend": True,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "main", "image": "busybox:1.36"}],
+                }
+            },
+        },
+    }
     batch.create_namespaced_job(ns, job)
     # Writing status through the main resource is ignored... (read first: the Job controller may
     # have written the status since, so the created object's resourceVersion can be stale)
@@ -128,24 +160,32 @@ def test_status_subresource_is_separate(kube_namespace, kube_sync_api):
     replaced = batch.replace_namespaced_job("held", ns, current)
     assert replaced.status.succeeded is None
     # ...and through /status it is the only thing that changes.
-    patched = batch.patch_namespaced_job_status("held", ns, {"status": {"succeeded": 5},
-                                                             "spec": {"parallelism": 7}})
+    patched = batch.patch_namespaced_job_status(
+        "held", ns, {"status": {"succeeded": 5}, "spec": {"parallelism": 7}}
+    )
     assert patched.status.succeeded == 5
     assert patched.spec.parallelism == 1
 
 
-# --- selectors and watches with kubernetes_asyncio -------------------------------------------------
+# --- selectors and watches with kubernetes_asyncio ------------------------------------------------
+
 
 async def test_label_and_field_selectors_with_async_client(kube_namespace, kube_api):
     core = aclient.CoreV1Api(kube_api)
     ns = kube_namespace
-    for name, labels in (("a", {"app": "web", "tier": "front"}), ("b", {"app": "web"}),
-                         ("c", {"app": "db", "tier": "back"}), ("d", {})):
+    for name, labels in (
+        ("a", {"app": "web", "tier": "front"}),
+        ("b", {"app": "web"}),
+        ("c", {"app": "db", "tier": "back"}),
+        ("d", {}),
+    ):
         await core.create_namespaced_config_map(ns, _configmap(name, labels))
 
     async def names(**kwargs: str) -> list[str]:
         listed = await core.list_namespaced_config_map(ns, **kwargs)
-        return sorted(c.metadata.name for c in listed.items if c.metadata.name != "kube-root-ca.crt")
+        return sorted(
+            c.metadata.name for c in listed.items if c.metadata.name != "kube-root-ca.crt"
+        )
 
     assert await names(label_selector="app=web") == ["a", "b"]
     assert await names(label_selector="app==web") == ["a", "b"]
@@ -162,8 +202,9 @@ async def test_label_and_field_selectors_with_async_client(kube_namespace, kube_
     assert unsupported.value.status == 400
 
 
-async def test_watch_resumes_from_resource_version_and_ends_at_timeout(kube_cluster, kube_namespace,
-                                                                      kube_api):
+async def test_watch_resumes_from_resource_version_and_ends_at_timeout(
+    kube_cluster, kube_namespace, kube_api
+):
     core = aclient.CoreV1Api(kube_api)
     ns = kube_namespace
     start_rv = (await core.list_namespaced_config_map(ns)).metadata.resource_version
@@ -174,12 +215,21 @@ async def test_watch_resumes_from_resource_version_and_ends_at_timeout(kube_clus
     seen = []
     loop = asyncio.get_running_loop()
     started = loop.time()
-    async with awatch.Watch().stream(core.list_namespaced_config_map, ns,
-                                     label_selector="watched=yes", resource_version=start_rv,
-                                     timeout_seconds=1) as stream:
+    async with awatch.Watch().stream(
+        core.list_namespaced_config_map,
+        ns,
+        label_selector="watched=yes",
+        resource_version=start_rv,
+        timeout_seconds=1,
+    ) as stream:
         async for event in stream:
-            seen.append((event["type"], event["object"].metadata.name,
-                         event["object"].metadata.resource_version))
+            seen.append(
+                (
+                    event["type"],
+                    event["object"].metadata.name,
+                    event["object"].metadata.resource_version,
+                )
+            )
     # The stream ended by itself (timeoutSeconds), after replaying only the matching events.
     assert [(t, n) for t, n, _ in seen] == [("ADDED", "one"), ("MODIFIED", "one")]
     assert loop.time() - started < 10
@@ -190,9 +240,13 @@ async def test_watch_resumes_from_resource_version_and_ends_at_timeout(kube_clus
     # An object that stops matching the selector leaves the watch as DELETED.
     await core.patch_namespaced_config_map("one", ns, {"metadata": {"labels": {"watched": "no"}}})
     resumed = []
-    async with awatch.Watch().stream(core.list_namespaced_config_map, ns,
-                                     label_selector="watched=yes", resource_version=last_rv,
-                                     timeout_seconds=1) as stream:
+    async with awatch.Watch().stream(
+        core.list_namespaced_config_map,
+        ns,
+        label_selector="watched=yes",
+        resource_version=last_rv,
+        timeout_seconds=1,
+    ) as stream:
         async for event in stream:
             resumed.append((event["type"], event["object"].metadata.name))
             if len(resumed) == 2:
@@ -203,14 +257,17 @@ async def test_watch_resumes_from_resource_version_and_ends_at_timeout(kube_clus
     kube_cluster.require_emulator("compaction is not under test control on a real cluster")
     kube_cluster.compact()
     with pytest.raises(aclient.ApiException) as gone:
-        async with awatch.Watch().stream(core.list_namespaced_config_map, ns,
-                                         resource_version=last_rv, timeout_seconds=1) as stream:
+        async with awatch.Watch().stream(
+            core.list_namespaced_config_map, ns, resource_version=last_rv, timeout_seconds=1
+        ) as stream:
             async for _ in stream:
                 pass
     assert gone.value.status == 410
 
 
-async def test_watch_without_resource_version_lists_then_follows(kube_cluster, kube_namespace, kube_api):
+async def test_watch_without_resource_version_lists_then_follows(
+    kube_cluster, kube_namespace, kube_api
+):
     kube_cluster.require_emulator("bookmark timing is configured in the emulator")
     kube_cluster.settings.bookmark_interval = 0.05
     core = aclient.CoreV1Api(kube_api)
@@ -218,8 +275,13 @@ async def test_watch_without_resource_version_lists_then_follows(kube_cluster, k
     await core.create_namespaced_config_map(ns, _configmap("before", {"w": "1"}))
     events = []
     watch = awatch.Watch()
-    async with watch.stream(core.list_namespaced_config_map, ns, label_selector="w=1",
-                            allow_watch_bookmarks=True, timeout_seconds=5) as stream:
+    async with watch.stream(
+        core.list_namespaced_config_map,
+        ns,
+        label_selector="w=1",
+        allow_watch_bookmarks=True,
+        timeout_seconds=5,
+    ) as stream:
         async for event in stream:
             events.append(event["type"])
             if event["type"] == "ADDED" and event["object"].metadata.name == "before":
@@ -231,7 +293,8 @@ async def test_watch_without_resource_version_lists_then_follows(kube_cluster, k
     assert int(watch.resource_version) > 0
 
 
-# --- discovery and custom resources ----------------------------------------------------------------
+# --- discovery and custom resources ---------------------------------------------------------------
+
 
 async def test_discovery_reflects_registered_crds(kube_cluster, kube_namespace, kube_api):
     kube_cluster.require_emulator("registering CRDs changes the whole cluster")
@@ -241,41 +304,62 @@ async def test_discovery_reflects_registered_crds(kube_cluster, kube_namespace, 
     assert "trainer.kubeflow.org" not in groups
 
     kube_cluster.register_crd("trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob")
-    kube_cluster.register_crd("serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService")
+    kube_cluster.register_crd(
+        "serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService"
+    )
     groups = {g.name: g for g in (await apis.get_api_versions()).groups}
     assert groups["trainer.kubeflow.org"].preferred_version.version == "v1alpha1"
     assert "serving.kserve.io" in groups
-    resources = await aclient.CustomObjectsApi(kube_api).get_api_resources("trainer.kubeflow.org",
-                                                                            "v1alpha1")
+    resources = await aclient.CustomObjectsApi(kube_api).get_api_resources(
+        "trainer.kubeflow.org", "v1alpha1"
+    )
     assert [r.name for r in resources.resources] == ["trainjobs", "trainjobs/status"]
     assert resources.resources[0].kind == "TrainJob" and resources.resources[0].namespaced
 
     custom = aclient.CustomObjectsApi(kube_api)
-    body = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
-            "metadata": {"name": "resnet", "labels": {"user": "alice"}}, "spec": {"numNodes": 2}}
-    created = await custom.create_namespaced_custom_object("trainer.kubeflow.org", "v1alpha1",
-                                                           kube_namespace, "trainjobs", body)
+    body = {
+        "apiVersion": "trainer.kubeflow.org/v1alpha1",
+        "kind": "TrainJob",
+        "metadata": {"name": "resnet", "labels": {"user": "alice"}},
+        "spec": {"numNodes": 2},
+    }
+    created = await custom.create_namespaced_custom_object(
+        "trainer.kubeflow.org", "v1alpha1", kube_namespace, "trainjobs", body
+    )
     assert created["metadata"]["uid"] and created["metadata"]["generation"] == 1
-    listed = await custom.list_namespaced_custom_object("trainer.kubeflow.org", "v1alpha1",
-                                                        kube_namespace, "trainjobs",
-                                                        label_selector="user=alice")
+    listed = await custom.list_namespaced_custom_object(
+        "trainer.kubeflow.org", "v1alpha1", kube_namespace, "trainjobs", label_selector="user=alice"
+    )
     assert [i["metadata"]["name"] for i in listed["items"]] == ["resnet"]
     # kubernetes_asyncio sends a dict body to the custom-objects PATCH as a JSON patch unless told
     # otherwise; a real server answers 400, and so does this one.
     with pytest.raises(aclient.ApiException) as wrong_type:
-        await custom.patch_namespaced_custom_object("trainer.kubeflow.org", "v1alpha1",
-                                                    kube_namespace, "trainjobs", "resnet",
-                                                    {"spec": {"numNodes": 4}})
+        await custom.patch_namespaced_custom_object(
+            "trainer.kubeflow.org",
+            "v1alpha1",
+            kube_namespace,
+            "trainjobs",
+            "resnet",
+            {"spec": {"numNodes": 4}},
+        )
     assert wrong_type.value.status == 400
     assert "cannot unmarshal object into Go value of type jsonpatch.Patch" in wrong_type.value.body
     patched = await custom.patch_namespaced_custom_object(
-        "trainer.kubeflow.org", "v1alpha1", kube_namespace, "trainjobs", "resnet",
-        {"spec": {"numNodes": 4}}, _content_type="application/merge-patch+json")
+        "trainer.kubeflow.org",
+        "v1alpha1",
+        kube_namespace,
+        "trainjobs",
+        "resnet",
+        {"spec": {"numNodes": 4}},
+        _content_type="application/merge-patch+json",
+    )
     assert patched["spec"]["numNodes"] == 4 and patched["metadata"]["generation"] == 2
 
     # Unregistered API groups are not served.
     with pytest.raises(aclient.ApiException) as missing:
-        await custom.list_namespaced_custom_object("kubeflow.org", "v1", kube_namespace, "pytorchjobs")
+        await custom.list_namespaced_custom_object(
+            "kubeflow.org", "v1", kube_namespace, "pytorchjobs"
+        )
     assert missing.value.status == 404
 
     # Deleting the CRD takes its group out of discovery.
@@ -285,7 +369,8 @@ async def test_discovery_reflects_registered_crds(kube_cluster, kube_namespace, 
     assert "trainer.kubeflow.org" not in groups and "serving.kserve.io" in groups
 
 
-# --- namespaces ------------------------------------------------------------------------------------
+# --- namespaces -----------------------------------------------------------------------------------
+
 
 async def test_deleting_a_namespace_deletes_its_contents(kube_cluster, kube_api):
     core = aclient.CoreV1Api(kube_api)
@@ -306,4 +391,6 @@ async def test_deleting_a_namespace_deletes_its_contents(kube_cluster, kube_api)
         await asyncio.sleep(0.02)
     else:
         pytest.fail("the namespace was not deleted")
-    assert (await core.list_pod_for_all_namespaces(field_selector="metadata.namespace=doomed")).items == []
+    assert (
+        await core.list_pod_for_all_namespaces(field_selector="metadata.namespace=doomed")
+    ).items == []

@@ -64,7 +64,9 @@ def test_sync_client_sees_injected_conflict_and_latency(emulated, kube_namespace
     with pytest.raises(kubernetes.client.ApiException) as conflict:
         core.patch_namespaced_config_map("x", kube_namespace, {"data": {"a": "b"}})
     assert conflict.value.status == 409
-    assert core.patch_namespaced_config_map("x", kube_namespace, {"data": {"a": "b"}}).data == {"a": "b"}
+    assert core.patch_namespaced_config_map("x", kube_namespace, {"data": {"a": "b"}}).data == {
+        "a": "b"
+    }
     core.read_namespaced_config_map("x", kube_namespace)
     assert delay.hits == 1
 
@@ -76,16 +78,18 @@ async def test_dropped_watch_connection_is_seen_by_the_client(emulated, kube_nam
     emulated.faults.drop_watch(after_events=2, times=1)
     received = []
     with pytest.raises((aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, RuntimeError)):
-        async with awatch.Watch().stream(core.list_namespaced_config_map, kube_namespace,
-                                         label_selector="f=1", timeout_seconds=5) as stream:
+        async with awatch.Watch().stream(
+            core.list_namespaced_config_map, kube_namespace, label_selector="f=1", timeout_seconds=5
+        ) as stream:
             async for event in stream:
                 received.append(event["object"].metadata.name)
     assert received == ["a", "b"]  # cut mid-stream, the third event never came
 
     # The next watch (the rule fired its one time) gets everything.
     again = []
-    async with awatch.Watch().stream(core.list_namespaced_config_map, kube_namespace,
-                                     label_selector="f=1", timeout_seconds=5) as stream:
+    async with awatch.Watch().stream(
+        core.list_namespaced_config_map, kube_namespace, label_selector="f=1", timeout_seconds=5
+    ) as stream:
         async for event in stream:
             again.append(event["object"].metadata.name)
             if len(again) == 3:
@@ -99,8 +103,9 @@ async def test_watch_ending_with_410_gone_and_after_seconds(emulated, kube_names
     emulated.faults.drop_watch(after_seconds=0.1, mode="gone", times=1)
     received = []
     with pytest.raises(aclient.ApiException) as gone:
-        async with awatch.Watch().stream(core.list_namespaced_config_map, kube_namespace,
-                                         label_selector="f=1", timeout_seconds=5) as stream:
+        async with awatch.Watch().stream(
+            core.list_namespaced_config_map, kube_namespace, label_selector="f=1", timeout_seconds=5
+        ) as stream:
             async for event in stream:
                 received.append(event["type"])
     assert gone.value.status == 410
@@ -108,8 +113,9 @@ async def test_watch_ending_with_410_gone_and_after_seconds(emulated, kube_names
 
     emulated.faults.drop_watch(after_seconds=0.1, mode="eof", times=1)
     ended = []
-    async with awatch.Watch().stream(core.list_namespaced_config_map, kube_namespace,
-                                     label_selector="f=1", timeout_seconds=5) as stream:
+    async with awatch.Watch().stream(
+        core.list_namespaced_config_map, kube_namespace, label_selector="f=1", timeout_seconds=5
+    ) as stream:
         async for event in stream:
             ended.append(event["type"])
     assert ended == ["ADDED"]  # a clean end, as when the server's timeout ends a watch
@@ -125,12 +131,18 @@ async def test_request_log_counts_api_calls(emulated, kube_namespace, kube_api):
     assert [(r.method, r.verb, r.resource, r.name) for r in made] == [
         ("POST", "create", "configmaps", None),
         ("GET", "get", "configmaps", "x"),
-        ("GET", "list", "configmaps", None)]
+        ("GET", "list", "configmaps", None),
+    ]
     assert made[2].query["labelSelector"] == "f=1"
     assert all(r.status in (200, 201) and r.namespace == kube_namespace for r in made)
     # The emulator's own controllers do not make API requests.
-    await core.create_namespaced_pod(kube_namespace, {"metadata": {"name": "p"}, "spec": {
-        "containers": [{"name": "c", "image": "busybox:1.36"}]}})
+    await core.create_namespaced_pod(
+        kube_namespace,
+        {
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
+        },
+    )
     await asyncio.sleep(0.05)
     assert emulated.requests.count(since=mark, verb="create") == 2
 
@@ -138,8 +150,11 @@ async def test_request_log_counts_api_calls(emulated, kube_namespace, kube_api):
 async def test_kmock_reactions_answer_before_the_emulator(emulated, kube_namespace, kube_api):
     core = aclient.CoreV1Api(kube_api)
     emulated.kmock[f"get /api/v1/namespaces/{kube_namespace}/configmaps/scripted"] << {
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "scripted", "namespace": kube_namespace}, "data": {"from": "kmock"}}
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "scripted", "namespace": kube_namespace},
+        "data": {"from": "kmock"},
+    }
     scripted = await core.read_namespaced_config_map("scripted", kube_namespace)
     assert scripted.data == {"from": "kmock"}
     with pytest.raises(aclient.ApiException) as missing:
@@ -154,11 +169,18 @@ def test_real_cluster_mode_uses_the_kubeconfig_and_skips_emulator_powers(emulate
     with real.sync_api_client() as api:
         names = [n.metadata.name for n in kubernetes.client.CoreV1Api(api).list_namespace().items]
     assert "default" in names
-    for power in (lambda: real.add_node("x"), lambda: real.faults, lambda: real.requests,
-                  lambda: real.finish_pod("ns", "p"), real.require_emulator,
-                  lambda: real.register_crd("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")):
+    for power in (
+        lambda: real.add_node("x"),
+        lambda: real.faults,
+        lambda: real.requests,
+        lambda: real.finish_pod("ns", "p"),
+        real.require_emulator,
+        lambda: real.register_crd("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob"),
+    ):
         with pytest.raises(EmulatorOnly):
             power()
     emulated.register_crd("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")
-    assert real.register_crd("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")["kind"] == \
-        "CustomResourceDefinition"
+    assert (
+        real.register_crd("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")["kind"]
+        == "CustomResourceDefinition"
+    )

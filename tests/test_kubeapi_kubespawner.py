@@ -2,9 +2,10 @@
 
 Built the way kubespawner's own tests build it (``tests/test_spawner.py::test_spawn_start``): a mock
 user, a ``Hub()``, a traitlets ``Config``; KubeSpawner finds the server through its kubeconfig (the
-plugin's ``kube_spawner_env`` fixture), as in a real deployment outside the cluster. It runs its pod and event reflectors (list + watch with
-``resourceVersion`` and ``timeoutSeconds``), creates the pod, waits for it in the reflector, polls and
-deletes it — all through ``kubernetes_asyncio``. On a real cluster the same test spawns a real pod.
+plugin's ``kube_spawner_env`` fixture), as in a real deployment outside the cluster. It runs its pod
+and event reflectors (list + watch with ``resourceVersion`` and ``timeoutSeconds``), creates the
+pod, waits for it in the reflector, polls and deletes it — all through ``kubernetes_asyncio``. On a
+real cluster the same test spawns a real pod.
 """
 
 from __future__ import annotations
@@ -42,15 +43,24 @@ class MockUser(Mock):
         return self.server.url
 
 
-async def test_plain_kubespawner_start_poll_stop(kube_cluster, kube_namespace, kube_api, kube_spawner_env):
+async def test_plain_kubespawner_start_poll_stop(
+    kube_cluster, kube_namespace, kube_api, kube_spawner_env
+):
     config = Config()
     config.KubeSpawner.namespace = kube_namespace
     config.KubeSpawner.cmd = ["jupyterhub-singleuser"]
     config.KubeSpawner.start_timeout = 30
-    config.KubeSpawner.environment = {"JUPYTERHUB_API_TOKEN": "test-secret-token",
-                                      "JUPYTERHUB_CLIENT_ID": "ignored"}
-    spawner = KubeSpawner(hub=Hub(), user=MockUser(name="alice"), config=config,
-                          api_token="abc123", oauth_client_id="unused")
+    config.KubeSpawner.environment = {
+        "JUPYTERHUB_API_TOKEN": "test-secret-token",
+        "JUPYTERHUB_CLIENT_ID": "ignored",
+    }
+    spawner = KubeSpawner(
+        hub=Hub(),
+        user=MockUser(name="alice"),
+        config=config,
+        api_token="abc123",
+        oauth_client_id="unused",
+    )
     core = aclient.CoreV1Api(kube_api)
 
     # An empty spawner is not running.
@@ -76,13 +86,20 @@ async def test_plain_kubespawner_start_poll_stop(kube_cluster, kube_namespace, k
     assert isinstance(await spawner.poll(), int)  # stopped
 
 
-async def test_kubespawner_poll_reports_the_exit_code(kube_cluster, kube_namespace, kube_spawner_env):
+async def test_kubespawner_poll_reports_the_exit_code(
+    kube_cluster, kube_namespace, kube_spawner_env
+):
     kube_cluster.require_emulator("ends the notebook container from the test")
     config = Config()
     config.KubeSpawner.namespace = kube_namespace
     config.KubeSpawner.start_timeout = 30
-    spawner = KubeSpawner(hub=Hub(), user=MockUser(name="bob"), config=config,
-                          api_token="abc123", oauth_client_id="unused")
+    spawner = KubeSpawner(
+        hub=Hub(),
+        user=MockUser(name="bob"),
+        config=config,
+        api_token="abc123",
+        oauth_client_id="unused",
+    )
     await asyncio.wait_for(spawner.start(), 30)
     # KubeSpawner's pods restart OnFailure; a clean exit ends the pod, and poll() says so.
     await asyncio.to_thread(kube_cluster.finish_pod, kube_namespace, spawner.pod_name, 0)
@@ -95,18 +112,28 @@ async def test_kubespawner_poll_reports_the_exit_code(kube_cluster, kube_namespa
 
 
 async def test_kubespawner_replaces_a_leftover_pod_and_fails_on_server_errors(
-        kube_cluster, kube_namespace, kube_api, kube_spawner_env):
+    kube_cluster, kube_namespace, kube_api, kube_spawner_env
+):
     config = Config()
     config.KubeSpawner.namespace = kube_namespace
     config.KubeSpawner.start_timeout = 30
-    spawner = KubeSpawner(hub=Hub(), user=MockUser(name="carol"), config=config,
-                          api_token="abc123", oauth_client_id="unused")
+    spawner = KubeSpawner(
+        hub=Hub(),
+        user=MockUser(name="carol"),
+        config=config,
+        api_token="abc123",
+        oauth_client_id="unused",
+    )
     core = aclient.CoreV1Api(kube_api)
     # A pod of the same name left over (say, by a hub that crashed): KubeSpawner gets 409 on create,
     # deletes it, waits for it to go, and creates its own.
-    leftover = await core.create_namespaced_pod(kube_namespace, {
-        "metadata": {"name": spawner.pod_name},
-        "spec": {"containers": [{"name": "notebook", "image": "old:1"}]}})
+    leftover = await core.create_namespaced_pod(
+        kube_namespace,
+        {
+            "metadata": {"name": spawner.pod_name},
+            "spec": {"containers": [{"name": "notebook", "image": "old:1"}]},
+        },
+    )
     await asyncio.wait_for(spawner.start(), 30)
     pod = await core.read_namespaced_pod(spawner.pod_name, kube_namespace)
     assert pod.metadata.uid != leftover.metadata.uid

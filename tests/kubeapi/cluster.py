@@ -41,18 +41,23 @@ class EmulatorOnly(Exception):
     """Raised by a real cluster for emulator-only powers; the pytest plugin turns it into a skip."""
 
 
-def load_configurations(kubeconfig: str | os.PathLike[str]
-                        ) -> tuple[kubernetes.client.Configuration, kubernetes_asyncio.client.Configuration]:
+def load_configurations(
+    kubeconfig: str | os.PathLike[str],
+) -> tuple[kubernetes.client.Configuration, kubernetes_asyncio.client.Configuration]:
     """Both clients' configurations from one kubeconfig (the async loader runs in a helper thread,
     as KubeSpawner does it, so this works with or without a running loop)."""
     sync_config = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=sync_config,
-                                       persist_config=False)
+    kubernetes.config.load_kube_config(
+        config_file=str(kubeconfig), client_configuration=sync_config, persist_config=False
+    )
     async_config = kubernetes_asyncio.client.Configuration()
 
     def load() -> None:
-        asyncio.run(kubernetes_asyncio.config.load_kube_config(
-            config_file=str(kubeconfig), client_configuration=async_config, persist_config=False))
+        asyncio.run(
+            kubernetes_asyncio.config.load_kube_config(
+                config_file=str(kubeconfig), client_configuration=async_config, persist_config=False
+            )
+        )
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pool.submit(load).result()
@@ -78,12 +83,15 @@ class _ClientsMixin:
 
 
 class KubeCluster(_ClientsMixin):
-    """The emulated cluster. ``start()`` it once (the session fixture does), ``reset()`` per test."""
+    """Emulated cluster: ``start()`` it once (the session fixture does), ``reset()`` per test."""
 
     is_emulated = True
 
-    def __init__(self, workdir: str | os.PathLike[str] | None = None,
-                 settings: EmulatorSettings | None = None) -> None:
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str] | None = None,
+        settings: EmulatorSettings | None = None,
+    ) -> None:
         self._workdir = pathlib.Path(workdir or tempfile.mkdtemp(prefix="kubeapi-"))
         self._emulator = Emulator(settings)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -132,11 +140,17 @@ class KubeCluster(_ClientsMixin):
     def _write_kubeconfig(self) -> None:
         server = f"http://127.0.0.1:{self._emulator.port}"
         config = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "kubeapi",
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "kubeapi",
             "clusters": [{"name": "kubeapi", "cluster": {"server": server}}],
             "users": [{"name": "kubeapi", "user": {"token": "kubeapi-test-token"}}],
-            "contexts": [{"name": "kubeapi", "context": {"cluster": "kubeapi", "user": "kubeapi",
-                                                         "namespace": "default"}}],
+            "contexts": [
+                {
+                    "name": "kubeapi",
+                    "context": {"cluster": "kubeapi", "user": "kubeapi", "namespace": "default"},
+                }
+            ],
         }
         self.kubeconfig_path.write_text(yaml.safe_dump(config))
 
@@ -146,7 +160,8 @@ class KubeCluster(_ClientsMixin):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Call a function on the server loop (the store is not thread-safe) and return its result."""
+        """Call *fn* on the server loop (the store is not thread-safe) and return its result."""
+
         async def wrapper() -> T:
             return fn(*args, **kwargs)
 
@@ -188,35 +203,86 @@ class KubeCluster(_ClientsMixin):
     def reset(self) -> None:
         self.run(self._emulator.reset())
 
-    def add_node(self, name: str, *, cpu: str = "8", memory: str = "32Gi", gpus: int = 0,
-                 gpu_resource: str = "nvidia.com/gpu", labels: dict[str, str] | None = None,
-                 taints: list[str | dict[str, Any]] | None = None, pods: int = 110) -> dict[str, Any]:
+    def add_node(
+        self,
+        name: str,
+        *,
+        cpu: str = "8",
+        memory: str = "32Gi",
+        gpus: int = 0,
+        gpu_resource: str = "nvidia.com/gpu",
+        labels: dict[str, str] | None = None,
+        taints: list[str | dict[str, Any]] | None = None,
+        pods: int = 110,
+    ) -> dict[str, Any]:
         """Add a schedulable node; ``taints`` like ``"nvidia.com/gpu=present:NoSchedule"``."""
-        return self.call(self._emulator.add_node, name, cpu=cpu, memory=memory, gpus=gpus,
-                         gpu_resource=gpu_resource, labels=labels, taints=taints, pods=pods)
+        return self.call(
+            self._emulator.add_node,
+            name,
+            cpu=cpu,
+            memory=memory,
+            gpus=gpus,
+            gpu_resource=gpu_resource,
+            labels=labels,
+            taints=taints,
+            pods=pods,
+        )
 
     def remove_node(self, name: str) -> None:
         """Delete a node; its pods are deleted (pod garbage collection)."""
         self.call(self._emulator.remove_node, name)
 
-    def register_crd(self, group: str, version: str, plural: str, kind: str, *,
-                     namespaced: bool = True, versions: list[str] | None = None,
-                     status_subresource: bool = True) -> dict[str, Any]:
+    def register_crd(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        kind: str,
+        *,
+        namespaced: bool = True,
+        versions: list[str] | None = None,
+        status_subresource: bool = True,
+    ) -> dict[str, Any]:
         """Create a CustomResourceDefinition that accepts any fields; served (and discoverable) at
         once. ``versions`` lists all served versions when there are several."""
-        return self.call(self._emulator.register_crd, group, version, plural, kind,
-                         namespaced=namespaced, versions=versions,
-                         status_subresource=status_subresource)
+        return self.call(
+            self._emulator.register_crd,
+            group,
+            version,
+            plural,
+            kind,
+            namespaced=namespaced,
+            versions=versions,
+            status_subresource=status_subresource,
+        )
 
-    def finish_pod(self, namespace: str, name: str, exit_code: int = 0, logs: str | None = None,
-                   *, container: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
+    def finish_pod(
+        self,
+        namespace: str,
+        name: str,
+        exit_code: int = 0,
+        logs: str | None = None,
+        *,
+        container: str | None = None,
+        timeout: float = 10.0,
+    ) -> dict[str, Any]:
         """End a pod's containers (waiting for them to run first): ``Succeeded`` or ``Failed``, or
         a restart under ``restartPolicy: Always``/``OnFailure``."""
-        return self.run(self._emulator.finish_pod(namespace, name, exit_code=exit_code, logs=logs,
-                                                  container=container, timeout=timeout),
-                        timeout=timeout + 5)
+        return self.run(
+            self._emulator.finish_pod(
+                namespace,
+                name,
+                exit_code=exit_code,
+                logs=logs,
+                container=container,
+                timeout=timeout,
+            ),
+            timeout=timeout + 5,
+        )
 
-    def append_logs(self, namespace: str, name: str, text: str, *, container: str | None = None) -> None:
+    def append_logs(
+        self, namespace: str, name: str, text: str, *, container: str | None = None
+    ) -> None:
         """Write to a running container's log (followers see it at once)."""
         self.call(self._emulator.append_logs, namespace, name, text, container)
 
@@ -224,9 +290,11 @@ class KubeCluster(_ClientsMixin):
         """Drop the watch history: resuming from any earlier resourceVersion gets 410 Gone."""
         self.call(self._emulator.store.compact)
 
-    def get_object(self, plural: str, namespace: str | None, name: str, *, group: str = ""
-                   ) -> dict[str, Any] | None:
+    def get_object(
+        self, plural: str, namespace: str | None, name: str, *, group: str = ""
+    ) -> dict[str, Any] | None:
         """Peek at the store without an API request (not counted in ``requests``)."""
+
         def peek() -> dict[str, Any] | None:
             rt = self._emulator.registry.preferred(group, plural)
             obj = None if rt is None else self._emulator.store.get(rt, namespace, name)
@@ -234,9 +302,11 @@ class KubeCluster(_ClientsMixin):
 
         return self.call(peek)
 
-    def list_objects(self, plural: str, namespace: str | None = None, *, group: str = ""
-                     ) -> list[dict[str, Any]]:
+    def list_objects(
+        self, plural: str, namespace: str | None = None, *, group: str = ""
+    ) -> list[dict[str, Any]]:
         """Peek at all objects of a resource without an API request."""
+
         def peek() -> list[dict[str, Any]]:
             rt = self._emulator.registry.preferred(group, plural)
             return [] if rt is None else copy.deepcopy(self._emulator.store.list(rt, namespace))
@@ -290,8 +360,9 @@ class RealCluster(_ClientsMixin):
     def remove_node(self, name: str) -> None:
         self._emulator_only("remove_node")
 
-    def finish_pod(self, namespace: str, name: str, exit_code: int = 0, logs: str | None = None,
-                   **kwargs: Any) -> dict[str, Any]:
+    def finish_pod(
+        self, namespace: str, name: str, exit_code: int = 0, logs: str | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
         return self._emulator_only("finish_pod")
 
     def append_logs(self, namespace: str, name: str, text: str, **kwargs: Any) -> None:
@@ -300,8 +371,9 @@ class RealCluster(_ClientsMixin):
     def compact(self) -> None:
         self._emulator_only("compact")
 
-    def register_crd(self, group: str, version: str, plural: str, kind: str, **kwargs: Any
-                     ) -> dict[str, Any]:
+    def register_crd(
+        self, group: str, version: str, plural: str, kind: str, **kwargs: Any
+    ) -> dict[str, Any]:
         """On a real cluster the CRD must be installed already (tests do not install cluster-wide
         definitions); otherwise the test is skipped."""
         api = kubernetes.client.ApiextensionsV1Api(self.sync_api_client())

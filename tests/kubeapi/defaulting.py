@@ -1,10 +1,10 @@
 """Defaults the API server fills in on create and update, per kind.
 
 Only defaults that client code is known to read are filled (a pod's ``restartPolicy`` and
-``serviceAccountName``, a Job's ``selector`` and ``backoffLimit``, a Service's ``clusterIP``...), plus
-the ones the emulated controllers rely on. Pods copy container ``limits`` into missing ``requests``
-as the real defaulting does, which is what makes "limits imply requests" hold for the scheduler and
-the quota admission.
+``serviceAccountName``, a Job's ``selector`` and ``backoffLimit``, a Service's ``clusterIP``...),
+plus the ones the emulated controllers rely on. Pods copy container ``limits`` into missing
+``requests`` as the real defaulting does, which is what makes "limits imply requests" hold for the
+scheduler and the quota admission.
 """
 
 from __future__ import annotations
@@ -21,10 +21,18 @@ from .resources import ResourceType
 __all__ = ["apply_defaults", "default_pod_spec", "pod_qos_class"]
 
 _DEFAULT_TOLERATIONS = [
-    {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
-     "tolerationSeconds": 300},
-    {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
-     "tolerationSeconds": 300},
+    {
+        "key": "node.kubernetes.io/not-ready",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 300,
+    },
+    {
+        "key": "node.kubernetes.io/unreachable",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 300,
+    },
 ]
 
 
@@ -71,8 +79,9 @@ def pod_qos_class(spec: dict[str, Any]) -> str:
         if requests or limits:
             requests_any = True
         for name in ("cpu", "memory"):
-            if name not in limits or parse_quantity(requests.get(name, limits.get(name))) != \
-                    parse_quantity(limits[name]):
+            if name not in limits or parse_quantity(
+                requests.get(name, limits.get(name))
+            ) != parse_quantity(limits[name]):
                 guaranteed = False
         limits_all = limits_all or bool(limits)
     if not requests_any:
@@ -111,8 +120,12 @@ def _default_job(obj: dict[str, Any], ctx: DefaultingContext) -> None:
     template = spec.setdefault("template", {})
     template_meta = template.setdefault("metadata", {})
     if not spec.get("manualSelector"):
-        generated = {"batch.kubernetes.io/controller-uid": uid, "controller-uid": uid,
-                     "batch.kubernetes.io/job-name": name, "job-name": name}
+        generated = {
+            "batch.kubernetes.io/controller-uid": uid,
+            "controller-uid": uid,
+            "batch.kubernetes.io/job-name": name,
+            "job-name": name,
+        }
         template_meta["labels"] = {**(template_meta.get("labels") or {}), **generated}
         spec.setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
     default_pod_spec(template.setdefault("spec", {}), restart_policy="Never")
@@ -124,8 +137,13 @@ def _default_workload(obj: dict[str, Any], ctx: DefaultingContext) -> None:
     spec.setdefault("replicas", 1)
     spec.setdefault("revisionHistoryLimit", 10)
     if obj["kind"] == "Deployment":
-        spec.setdefault("strategy", {"type": "RollingUpdate",
-                                     "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+        spec.setdefault(
+            "strategy",
+            {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"},
+            },
+        )
         spec.setdefault("progressDeadlineSeconds", 600)
     if obj["kind"] == "StatefulSet":
         spec.setdefault("podManagementPolicy", "OrderedReady")
@@ -157,14 +175,19 @@ def _default_pvc(obj: dict[str, Any], ctx: DefaultingContext) -> None:
     if not status.get("phase"):
         # No provisioner runs here: claims bind at once, to a volume named after their uid.
         spec.setdefault("volumeName", f"pvc-{obj['metadata']['uid']}")
-        status.update(phase="Bound", accessModes=spec.get("accessModes") or ["ReadWriteOnce"],
-                      capacity=dict((spec.get("resources") or {}).get("requests") or {}))
+        status.update(
+            phase="Bound",
+            accessModes=spec.get("accessModes") or ["ReadWriteOnce"],
+            capacity=dict((spec.get("resources") or {}).get("requests") or {}),
+        )
 
 
 def _default_namespace(obj: dict[str, Any], ctx: DefaultingContext) -> None:
     name = obj["metadata"]["name"]
-    obj["metadata"]["labels"] = {**(obj["metadata"].get("labels") or {}),
-                                 "kubernetes.io/metadata.name": name}
+    obj["metadata"]["labels"] = {
+        **(obj["metadata"].get("labels") or {}),
+        "kubernetes.io/metadata.name": name,
+    }
     obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
     obj.setdefault("status", {}).setdefault("phase", "Active")
 
@@ -189,10 +212,20 @@ def _default_crd(obj: dict[str, Any], ctx: DefaultingContext) -> None:
         "acceptedNames": copy.deepcopy(names),
         "storedVersions": [v["name"] for v in spec.get("versions") or [] if v.get("storage")],
         "conditions": [
-            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
-             "message": "no conflicts found", "lastTransitionTime": stamp},
-            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
-             "message": "the initial names have been accepted", "lastTransitionTime": stamp},
+            {
+                "type": "NamesAccepted",
+                "status": "True",
+                "reason": "NoConflicts",
+                "message": "no conflicts found",
+                "lastTransitionTime": stamp,
+            },
+            {
+                "type": "Established",
+                "status": "True",
+                "reason": "InitialNamesAccepted",
+                "message": "the initial names have been accepted",
+                "lastTransitionTime": stamp,
+            },
         ],
     }
 
@@ -249,5 +282,3 @@ def apply_defaults(rt: ResourceType, obj: dict[str, Any], ctx: DefaultingContext
     handler = _BY_KIND.get((rt.group, rt.kind))
     if handler is not None and not rt.custom:
         handler(obj, ctx)
-
-

@@ -18,7 +18,12 @@ from .events import EventRecorder
 from .faults import Faults
 from .jobs import JobController
 from .kubelet import Kubelet
-from .lifecycle import CrdController, GarbageCollector, NamespaceController, service_account_admission
+from .lifecycle import (
+    CrdController,
+    GarbageCollector,
+    NamespaceController,
+    service_account_admission,
+)
 from .quota import QuotaController
 from .requestlog import RequestLog
 from .resources import BUILTIN_RESOURCES, Registry, ResourceType
@@ -43,41 +48,83 @@ def _taint(spec: str | dict[str, Any]) -> dict[str, Any]:
     return taint
 
 
-def node_manifest(name: str, *, cpu: str = "8", memory: str = "32Gi", gpus: int = 0,
-                  gpu_resource: str = "nvidia.com/gpu", labels: dict[str, str] | None = None,
-                  taints: list[str | dict[str, Any]] | None = None, pods: int = 110,
-                  address: str = "10.0.0.1") -> dict[str, Any]:
-    capacity = {"cpu": str(cpu), "memory": str(memory), "pods": str(pods),
-                "ephemeral-storage": "100Gi"}
+def node_manifest(
+    name: str,
+    *,
+    cpu: str = "8",
+    memory: str = "32Gi",
+    gpus: int = 0,
+    gpu_resource: str = "nvidia.com/gpu",
+    labels: dict[str, str] | None = None,
+    taints: list[str | dict[str, Any]] | None = None,
+    pods: int = 110,
+    address: str = "10.0.0.1",
+) -> dict[str, Any]:
+    capacity = {
+        "cpu": str(cpu),
+        "memory": str(memory),
+        "pods": str(pods),
+        "ephemeral-storage": "100Gi",
+    }
     if gpus:
         capacity[gpu_resource] = str(gpus)
     return {
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name,
-                                              "kubernetes.io/os": "linux",
-                                              "kubernetes.io/arch": "amd64", **(labels or {})}},
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                **(labels or {}),
+            },
+        },
         "spec": {"taints": [_taint(t) for t in taints or []]} if taints else {},
         "status": {
             "capacity": capacity,
             "allocatable": dict(capacity),
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                            "message": "kubelet is posting ready status"}],
-            "addresses": [{"type": "InternalIP", "address": address},
-                          {"type": "Hostname", "address": name}],
-            "nodeInfo": {"kubeletVersion": "v1.31.0", "kubeProxyVersion": "v1.31.0",
-                         "containerRuntimeVersion": "containerd://1.7.20",
-                         "operatingSystem": "linux", "architecture": "amd64",
-                         "osImage": "kubelab test node", "kernelVersion": "6.1.0",
-                         "machineID": name, "systemUUID": name, "bootID": name},
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "kubelet is posting ready status",
+                }
+            ],
+            "addresses": [
+                {"type": "InternalIP", "address": address},
+                {"type": "Hostname", "address": name},
+            ],
+            "nodeInfo": {
+                "kubeletVersion": "v1.31.0",
+                "kubeProxyVersion": "v1.31.0",
+                "containerRuntimeVersion": "containerd://1.7.20",
+                "operatingSystem": "linux",
+                "architecture": "amd64",
+                "osImage": "kubelab test node",
+                "kernelVersion": "6.1.0",
+                "machineID": name,
+                "systemUUID": name,
+                "bootID": name,
+            },
         },
     }
 
 
-def crd_manifest(group: str, version: str, plural: str, kind: str, *, namespaced: bool = True,
-                 versions: list[str] | None = None, status_subresource: bool = True,
-                 short_names: list[str] | None = None, singular: str | None = None) -> dict[str, Any]:
-    """A CustomResourceDefinition that accepts any fields (``x-kubernetes-preserve-unknown-fields``)."""
+def crd_manifest(
+    group: str,
+    version: str,
+    plural: str,
+    kind: str,
+    *,
+    namespaced: bool = True,
+    versions: list[str] | None = None,
+    status_subresource: bool = True,
+    short_names: list[str] | None = None,
+    singular: str | None = None,
+) -> dict[str, Any]:
+    """A CRD that accepts any fields (``x-kubernetes-preserve-unknown-fields``)."""
     names = versions or [version]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -86,14 +133,28 @@ def crd_manifest(group: str, version: str, plural: str, kind: str, *, namespaced
         "spec": {
             "group": group,
             "scope": "Namespaced" if namespaced else "Cluster",
-            "names": {"plural": plural, "singular": singular or kind.lower(), "kind": kind,
-                      "listKind": f"{kind}List", "shortNames": list(short_names or [])},
-            "versions": [{
-                "name": name, "served": True, "storage": name == version,
-                "schema": {"openAPIV3Schema": {"type": "object",
-                                               "x-kubernetes-preserve-unknown-fields": True}},
-                "subresources": {"status": {}} if status_subresource else {},
-            } for name in names],
+            "names": {
+                "plural": plural,
+                "singular": singular or kind.lower(),
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "shortNames": list(short_names or []),
+            },
+            "versions": [
+                {
+                    "name": name,
+                    "served": True,
+                    "storage": name == version,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                    "subresources": {"status": {}} if status_subresource else {},
+                }
+                for name in names
+            ],
         },
     }
 
@@ -117,9 +178,17 @@ class Emulator:
         self.quota = QuotaController(self)
         self.replicasets = ReplicaSetController(self)
         self.deployments = DeploymentController(self)
-        self.controllers: list[Controller] = [self.crds, self.namespaces, self.gc, self.scheduler,
-                                              self.kubelet, self.jobs, self.quota,
-                                              self.replicasets, self.deployments]
+        self.controllers: list[Controller] = [
+            self.crds,
+            self.namespaces,
+            self.gc,
+            self.scheduler,
+            self.kubelet,
+            self.jobs,
+            self.quota,
+            self.replicasets,
+            self.deployments,
+        ]
         self.store.admission = [self.quota.admit, service_account_admission(self)]
         self._server: asyncio.AbstractServer | None = None
         self._web_server: aiohttp.web.Server | None = None
@@ -157,8 +226,9 @@ class Emulator:
         """What exists in a fresh cluster: system namespaces and the default nodes."""
         for name in SYSTEM_NAMESPACES:
             if not self.store.namespace_exists(name):
-                self.store.create(self.rt("namespaces"), {"metadata": {"name": name}}, None,
-                                  internal=True)
+                self.store.create(
+                    self.rt("namespaces"), {"metadata": {"name": name}}, None, internal=True
+                )
         for name, kwargs in self.settings.default_nodes.items():
             self.add_node(name, **kwargs)  # type: ignore[arg-type]
 
@@ -202,20 +272,38 @@ class Emulator:
 
     # --- what tests do ----------------------------------------------------------------------------
 
-    def add_node(self, name: str, *, cpu: str = "8", memory: str = "32Gi", gpus: int = 0,
-                 gpu_resource: str = "nvidia.com/gpu", labels: dict[str, str] | None = None,
-                 taints: list[str | dict[str, Any]] | None = None, pods: int = 110) -> dict[str, Any]:
+    def add_node(
+        self,
+        name: str,
+        *,
+        cpu: str = "8",
+        memory: str = "32Gi",
+        gpus: int = 0,
+        gpu_resource: str = "nvidia.com/gpu",
+        labels: dict[str, str] | None = None,
+        taints: list[str | dict[str, Any]] | None = None,
+        pods: int = 110,
+    ) -> dict[str, Any]:
         self._node_count += 1
-        manifest = node_manifest(name, cpu=cpu, memory=memory, gpus=gpus, gpu_resource=gpu_resource,
-                                 labels=labels, taints=taints, pods=pods,
-                                 address=f"10.0.0.{self._node_count}")
+        manifest = node_manifest(
+            name,
+            cpu=cpu,
+            memory=memory,
+            gpus=gpus,
+            gpu_resource=gpu_resource,
+            labels=labels,
+            taints=taints,
+            pods=pods,
+            address=f"10.0.0.{self._node_count}",
+        )
         return self.store.create(self.rt("nodes"), manifest, None, internal=True)
 
     def remove_node(self, name: str) -> None:
         self.store.delete(self.rt("nodes"), None, name)
 
-    def register_crd(self, group: str, version: str, plural: str, kind: str, **kwargs: Any
-                     ) -> dict[str, Any]:
+    def register_crd(
+        self, group: str, version: str, plural: str, kind: str, **kwargs: Any
+    ) -> dict[str, Any]:
         manifest = crd_manifest(group, version, plural, kind, **kwargs)
         rt = self.rt("customresourcedefinitions", "apiextensions.k8s.io")
         existing = self.store.get(rt, None, manifest["metadata"]["name"])
@@ -223,9 +311,16 @@ class Emulator:
             return existing
         return self.store.create(rt, manifest, None, internal=True)
 
-    async def finish_pod(self, namespace: str, name: str, *, exit_code: int = 0,
-                         logs: str | None = None, container: str | None = None,
-                         timeout: float = 10.0) -> dict[str, Any]:
+    async def finish_pod(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        exit_code: int = 0,
+        logs: str | None = None,
+        container: str | None = None,
+        timeout: float = 10.0,
+    ) -> dict[str, Any]:
         """End a pod's containers, waiting (up to *timeout*) for them to be running first."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -235,15 +330,20 @@ class Emulator:
                 raise ApiError.not_found("pods", name)
             running = (pod.get("status") or {}).get("phase") == "Running" and any(
                 "running" in (s.get("state") or {})
-                for s in (pod.get("status") or {}).get("containerStatuses") or [])
+                for s in (pod.get("status") or {}).get("containerStatuses") or []
+            )
             if running:
                 return self.kubelet.finish(pod, exit_code=exit_code, logs=logs, container=container)
             if loop.time() > deadline:
-                raise TimeoutError(f"pod {namespace}/{name} did not run within {timeout}s "
-                                   f"(phase {(pod.get('status') or {}).get('phase')})")
+                raise TimeoutError(
+                    f"pod {namespace}/{name} did not run within {timeout}s "
+                    f"(phase {(pod.get('status') or {}).get('phase')})"
+                )
             await asyncio.sleep(0.01)
 
-    def append_logs(self, namespace: str, name: str, text: str, container: str | None = None) -> None:
+    def append_logs(
+        self, namespace: str, name: str, text: str, container: str | None = None
+    ) -> None:
         pod = self.store.require(self.rt("pods"), namespace, name)
         chosen = self.kubelet.log_container(pod, container)
         self.kubelet.log_buffer(pod, chosen, previous=False).write(text)

@@ -1,7 +1,7 @@
 """Kubernetes-shaped API errors.
 
-Every refusal the test server makes is an :class:`ApiError`, rendered as the ``Status`` object a real
-API server sends (``kind: Status``, ``reason``, ``message``, ``details``), so that the client
+Every refusal the test server makes is an :class:`ApiError`, rendered as the ``Status`` object a
+real API server sends (``kind: Status``, ``reason``, ``message``, ``details``), so that the client
 libraries raise the same ``ApiException`` with the same ``status`` and body as against a cluster.
 The messages copy the real ones word for word where code is known to match on them (for example
 ``exceeded quota:`` or ``the object has been modified``).
@@ -45,8 +45,12 @@ class ApiError(kmock.KubernetesError):
     @classmethod
     def not_found(cls, kind_plural: str, name: str, group: str = "") -> ApiError:
         what = f"{kind_plural}.{group}" if group else kind_plural
-        return cls(404, "NotFound", f'{what} "{name}" not found',
-                   {"name": name, "group": group, "kind": kind_plural})
+        return cls(
+            404,
+            "NotFound",
+            f'{what} "{name}" not found',
+            {"name": name, "group": group, "kind": kind_plural},
+        )
 
     @classmethod
     def no_route(cls) -> ApiError:
@@ -55,49 +59,77 @@ class ApiError(kmock.KubernetesError):
     @classmethod
     def already_exists(cls, kind_plural: str, name: str, group: str = "") -> ApiError:
         what = f"{kind_plural}.{group}" if group else kind_plural
-        return cls(409, "AlreadyExists", f'{what} "{name}" already exists',
-                   {"name": name, "group": group, "kind": kind_plural})
+        return cls(
+            409,
+            "AlreadyExists",
+            f'{what} "{name}" already exists',
+            {"name": name, "group": group, "kind": kind_plural},
+        )
 
     @classmethod
     def conflict(cls, kind_plural: str, name: str, group: str = "", why: str = "") -> ApiError:
         what = f"{kind_plural}.{group}" if group else kind_plural
-        why = why or ("the object has been modified; please apply your changes to the latest "
-                      "version and try again")
-        return cls(409, "Conflict", f'Operation cannot be fulfilled on {what} "{name}": {why}',
-                   {"name": name, "group": group, "kind": kind_plural})
+        why = why or (
+            "the object has been modified; please apply your changes to the latest "
+            "version and try again"
+        )
+        return cls(
+            409,
+            "Conflict",
+            f'Operation cannot be fulfilled on {what} "{name}": {why}',
+            {"name": name, "group": group, "kind": kind_plural},
+        )
 
     @classmethod
-    def invalid(cls, kind: str, name: str, causes: list[tuple[str, str, str]],
-                group: str = "") -> ApiError:
+    def invalid(
+        cls, kind: str, name: str, causes: list[tuple[str, str, str]], group: str = ""
+    ) -> ApiError:
         """422: *causes* are ``(field, reason, message)``, e.g. ``("metadata.name",
         "FieldValueRequired", "Required value: name or generateName is required")``."""
         text = ", ".join(f"{field}: {message}" for field, _, message in causes)
         if len(causes) > 1:
             text = "[" + text + "]"
-        return cls(422, "Invalid", f'{kind}{"." + group if group else ""} "{name}" is invalid: {text}',
-                   {"name": name, "group": group, "kind": kind,
-                    "causes": [{"reason": r, "message": m, "field": f} for f, r, m in causes]})
+        return cls(
+            422,
+            "Invalid",
+            f'{kind}{"." + group if group else ""} "{name}" is invalid: {text}',
+            {
+                "name": name,
+                "group": group,
+                "kind": kind,
+                "causes": [{"reason": r, "message": m, "field": f} for f, r, m in causes],
+            },
+        )
 
     @classmethod
     def forbidden(cls, kind_plural: str, name: str, why: str, group: str = "") -> ApiError:
         what = f"{kind_plural}.{group}" if group else kind_plural
-        return cls(403, "Forbidden", f'{what} "{name}" is forbidden: {why}',
-                   {"name": name, "group": group, "kind": kind_plural})
+        return cls(
+            403,
+            "Forbidden",
+            f'{what} "{name}" is forbidden: {why}',
+            {"name": name, "group": group, "kind": kind_plural},
+        )
 
     @classmethod
     def bad_request(cls, message: str) -> ApiError:
         return cls(400, "BadRequest", message, {})
 
     @classmethod
-    def method_not_allowed(cls, message: str = "the server does not allow this method on the "
-                           "requested resource") -> ApiError:
+    def method_not_allowed(
+        cls, message: str = "the server does not allow this method on the requested resource"
+    ) -> ApiError:
         return cls(405, "MethodNotAllowed", message, {})
 
     @classmethod
     def unsupported_media_type(cls, content_type: str, accepted: list[str]) -> ApiError:
-        return cls(415, "UnsupportedMediaType",
-                   f"the body of the request was in an unknown format - accepted media types "
-                   f"include: {', '.join(accepted)}", {})
+        return cls(
+            415,
+            "UnsupportedMediaType",
+            f"the body of the request was in an unknown format - accepted media types "
+            f"include: {', '.join(accepted)}",
+            {},
+        )
 
     @classmethod
     def gone(cls, requested: int | str, oldest: int) -> ApiError:
@@ -105,13 +137,22 @@ class ApiError(kmock.KubernetesError):
 
     @classmethod
     def internal(cls, message: str = "injected fault") -> ApiError:
-        return cls(500, "InternalError", f"Internal error occurred: {message}",
-                   {"causes": [{"message": message}]})
+        return cls(
+            500,
+            "InternalError",
+            f"Internal error occurred: {message}",
+            {"causes": [{"message": message}]},
+        )
 
     @classmethod
     def too_many_requests(cls, retry_after: int = 1) -> ApiError:
-        return cls(429, "TooManyRequests", "Too many requests, please try again later.",
-                   {"retryAfterSeconds": retry_after}, {"Retry-After": str(retry_after)})
+        return cls(
+            429,
+            "TooManyRequests",
+            "Too many requests, please try again later.",
+            {"retryAfterSeconds": retry_after},
+            {"Retry-After": str(retry_after)},
+        )
 
 
 def status_body(code: int, reason: str, message: str, details: Any = None) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Kubernetes ``Event`` objects written by the emulated controllers.
 
-Repeated events (the same object, reason and message) bump ``count`` and ``lastTimestamp`` instead of
-piling up, as the real event recorder does, so a pod that stays unschedulable has one
+Repeated events (the same object, reason and message) bump ``count`` and ``lastTimestamp`` instead
+of piling up, as the real event recorder does, so a pod that stays unschedulable has one
 ``FailedScheduling`` event, not one per retry.
 """
 
@@ -28,21 +28,37 @@ class EventRecorder:
         assert rt is not None
         return rt
 
-    def record(self, obj: dict[str, Any], event_type: str, reason: str, message: str, *,
-               component: str, host: str | None = None) -> None:
+    def record(
+        self,
+        obj: dict[str, Any],
+        event_type: str,
+        reason: str,
+        message: str,
+        *,
+        component: str,
+        host: str | None = None,
+    ) -> None:
         meta = obj["metadata"]
         namespace = meta.get("namespace") or "default"
         if not self.store.namespace_exists(namespace):
             return
-        involved = {"kind": obj["kind"], "namespace": meta.get("namespace", ""),
-                    "name": meta["name"], "uid": meta["uid"], "apiVersion": obj["apiVersion"],
-                    "resourceVersion": meta.get("resourceVersion", "")}
+        involved = {
+            "kind": obj["kind"],
+            "namespace": meta.get("namespace", ""),
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "apiVersion": obj["apiVersion"],
+            "resourceVersion": meta.get("resourceVersion", ""),
+        }
         if not involved["namespace"]:
             involved.pop("namespace")
         for existing in self.store.list(self._events, namespace):
             ref = existing.get("involvedObject") or {}
-            if ref.get("uid") == meta["uid"] and existing.get("reason") == reason and \
-                    existing.get("message") == message:
+            if (
+                ref.get("uid") == meta["uid"]
+                and existing.get("reason") == reason
+                and existing.get("message") == message
+            ):
                 new = copy.deepcopy(existing)
                 new["count"] = int(existing.get("count") or 1) + 1
                 new["lastTimestamp"] = rfc3339()
@@ -55,8 +71,10 @@ class EventRecorder:
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{meta['name']}.{self.store.rng.getrandbits(64):016x}",
-                         "namespace": namespace},
+            "metadata": {
+                "name": f"{meta['name']}.{self.store.rng.getrandbits(64):016x}",
+                "namespace": namespace,
+            },
             "involvedObject": involved,
             "reason": reason,
             "message": message,
@@ -73,5 +91,3 @@ class EventRecorder:
             self.store.create(self._events, event, namespace, internal=True)
         except ApiError:
             pass  # e.g. the namespace is terminating: the real recorder drops the event too
-
-

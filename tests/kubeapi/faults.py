@@ -45,10 +45,12 @@ class FaultRule:
     hits: int = 0
 
     def matches(self, method: str, path: str, watch: bool) -> bool:
-        return ((self.method is None or self.method == method)
-                and (self.path is None or bool(self.path.search(path)))
-                and (self.watch is None or self.watch == watch)
-                and (self.times is None or self.hits < self.times))
+        return (
+            (self.method is None or self.method == method)
+            and (self.path is None or bool(self.path.search(path)))
+            and (self.watch is None or self.watch == watch)
+            and (self.times is None or self.hits < self.times)
+        )
 
     def error(self) -> ApiError:
         if self.status == 429:
@@ -56,16 +58,31 @@ class FaultRule:
         if self.status == 500:
             return ApiError.internal(self.message or "injected fault")
         if self.status == 409:
-            return ApiError(409, "Conflict", self.message or "Operation cannot be fulfilled: "
-                            "the object has been modified; please apply your changes to the latest "
-                            "version and try again (injected)", {})
+            return ApiError(
+                409,
+                "Conflict",
+                self.message
+                or "Operation cannot be fulfilled: "
+                "the object has been modified; please apply your changes to the latest "
+                "version and try again (injected)",
+                {},
+            )
         if self.status == 503:
-            return ApiError(503, "ServiceUnavailable", self.message or "the server is currently "
-                            "unable to handle the request (injected)", {},
-                            {"Retry-After": str(self.retry_after)} if self.retry_after else None)
+            return ApiError(
+                503,
+                "ServiceUnavailable",
+                self.message or "the server is currently unable to handle the request (injected)",
+                {},
+                {"Retry-After": str(self.retry_after)} if self.retry_after else None,
+            )
         if self.status == 504:
-            return ApiError(504, "Timeout", self.message or "the server was unable to return a "
-                            "response in the time allotted (injected)", {})
+            return ApiError(
+                504,
+                "Timeout",
+                self.message
+                or "the server was unable to return a response in the time allotted (injected)",
+                {},
+            )
         error = ApiError(self.status, "InjectedFault", self.message or "injected fault", {})
         if self.retry_after is not None:
             error.headers["Retry-After"] = str(self.retry_after)
@@ -96,34 +113,82 @@ class Faults:
             self.rules.append(rule)
         return rule
 
-    def fail(self, status: int = 500, *, rate: float = 1.0, times: int | None = None,
-             method: str | None = None, path: str | None = None, watch: bool | None = None,
-             retry_after: int | None = None, message: str | None = None) -> FaultRule:
+    def fail(
+        self,
+        status: int = 500,
+        *,
+        rate: float = 1.0,
+        times: int | None = None,
+        method: str | None = None,
+        path: str | None = None,
+        watch: bool | None = None,
+        retry_after: int | None = None,
+        message: str | None = None,
+    ) -> FaultRule:
         """Answer matching requests with *status* (500, 409, 429 with Retry-After, 503...)."""
-        return self._add(FaultRule("fail", status=status, rate=rate, times=times,
-                                   method=method.upper() if method else None,
-                                   path=re.compile(path) if path else None, watch=watch,
-                                   retry_after=retry_after, message=message))
+        return self._add(
+            FaultRule(
+                "fail",
+                status=status,
+                rate=rate,
+                times=times,
+                method=method.upper() if method else None,
+                path=re.compile(path) if path else None,
+                watch=watch,
+                retry_after=retry_after,
+                message=message,
+            )
+        )
 
-    def delay(self, seconds: float, *, rate: float = 1.0, times: int | None = None,
-              method: str | None = None, path: str | None = None,
-              watch: bool | None = None) -> FaultRule:
+    def delay(
+        self,
+        seconds: float,
+        *,
+        rate: float = 1.0,
+        times: int | None = None,
+        method: str | None = None,
+        path: str | None = None,
+        watch: bool | None = None,
+    ) -> FaultRule:
         """Answer matching requests *seconds* later."""
-        return self._add(FaultRule("delay", seconds=seconds, rate=rate, times=times,
-                                   method=method.upper() if method else None,
-                                   path=re.compile(path) if path else None, watch=watch))
+        return self._add(
+            FaultRule(
+                "delay",
+                seconds=seconds,
+                rate=rate,
+                times=times,
+                method=method.upper() if method else None,
+                path=re.compile(path) if path else None,
+                watch=watch,
+            )
+        )
 
-    def drop_watch(self, *, after_events: int | None = None, after_seconds: float | None = None,
-                   mode: Literal["close", "eof", "gone"] = "close", times: int | None = None,
-                   path: str | None = None, rate: float = 1.0) -> FaultRule:
+    def drop_watch(
+        self,
+        *,
+        after_events: int | None = None,
+        after_seconds: float | None = None,
+        mode: Literal["close", "eof", "gone"] = "close",
+        times: int | None = None,
+        path: str | None = None,
+        rate: float = 1.0,
+    ) -> FaultRule:
         """Break matching watch streams after N events and/or T seconds: ``close`` drops the
         connection mid-stream, ``eof`` ends it cleanly, ``gone`` sends a 410 Expired ERROR event."""
         if after_events is None and after_seconds is None:
             after_events = 0
-        return self._add(FaultRule("drop_watch", rate=rate, times=times, watch=True,
-                                   path=re.compile(path) if path else None,
-                                   after_events=after_events, after_seconds=after_seconds,
-                                   mode=mode))
+        return self._add(
+            FaultRule(
+                "drop_watch",
+                rate=rate,
+                times=times,
+                watch=True,
+                path=re.compile(path) if path else None,
+                after_events=after_events,
+                after_seconds=after_seconds,
+                mode=mode,
+            )
+        )
 
     def clear(self) -> None:
         with self._lock:
@@ -135,7 +200,9 @@ class Faults:
             self.seed = seed
             self._rng.seed(seed)
 
-    def pick(self, method: str, path: str, watch: bool) -> tuple[float, FaultRule | None, WatchDrop | None]:
+    def pick(
+        self, method: str, path: str, watch: bool
+    ) -> tuple[float, FaultRule | None, WatchDrop | None]:
         """For one request: the total delay, the failing rule (if any), the watch drop (if any)."""
         delay = 0.0
         failing: FaultRule | None = None

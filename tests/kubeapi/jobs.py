@@ -47,13 +47,17 @@ def format_indexes(indexes: set[int]) -> str:
 
 
 def _condition_true(job: dict[str, Any], condition_type: str) -> bool:
-    return any(c["type"] == condition_type and c.get("status") == "True"
-               for c in (job.get("status") or {}).get("conditions") or [])
+    return any(
+        c["type"] == condition_type and c.get("status") == "True"
+        for c in (job.get("status") or {}).get("conditions") or []
+    )
 
 
 def _pod_ready(pod: dict[str, Any]) -> bool:
-    return any(c["type"] == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
+    return any(
+        c["type"] == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
 
 
 def _index_of(pod: dict[str, Any]) -> int | None:
@@ -109,16 +113,27 @@ class JobController(Controller):
             if phase in ("Succeeded", "Failed") and pod["metadata"]["uid"] not in counted:
                 counted[pod["metadata"]["uid"]] = (phase, _index_of(pod))
         indexed = spec.get("completionMode") == "Indexed"
-        succeeded_indexes = {index for phase, index in counted.values()
-                             if phase == "Succeeded" and index is not None}
-        succeeded = len(succeeded_indexes) if indexed else \
-            sum(1 for phase, _ in counted.values() if phase == "Succeeded")
+        succeeded_indexes = {
+            index for phase, index in counted.values() if phase == "Succeeded" and index is not None
+        }
+        succeeded = (
+            len(succeeded_indexes)
+            if indexed
+            else sum(1 for phase, _ in counted.values() if phase == "Succeeded")
+        )
         failed = sum(1 for phase, _ in counted.values() if phase == "Failed")
         if (spec.get("template", {}).get("spec") or {}).get("restartPolicy") == "OnFailure":
-            failed += sum(int(s.get("restartCount") or 0) for pod in pods
-                          for s in (pod.get("status") or {}).get("containerStatuses") or [])
-        active = [p for p in pods if not is_terminal(p) and not p["metadata"].get("deletionTimestamp")]
-        terminating = [p for p in pods if not is_terminal(p) and p["metadata"].get("deletionTimestamp")]
+            failed += sum(
+                int(s.get("restartCount") or 0)
+                for pod in pods
+                for s in (pod.get("status") or {}).get("containerStatuses") or []
+            )
+        active = [
+            p for p in pods if not is_terminal(p) and not p["metadata"].get("deletionTimestamp")
+        ]
+        terminating = [
+            p for p in pods if not is_terminal(p) and p["metadata"].get("deletionTimestamp")
+        ]
         status = copy.deepcopy(job.get("status") or {})
 
         if spec.get("suspend"):
@@ -126,8 +141,15 @@ class JobController(Controller):
                 self._delete_pod(pod)
             status.pop("startTime", None)
             set_condition(status, "Suspended", "True", "JobSuspended", "Job suspended")
-            self._write_status(job, status, [], terminating + active, succeeded, failed,
-                               succeeded_indexes if indexed else None)
+            self._write_status(
+                job,
+                status,
+                [],
+                terminating + active,
+                succeeded,
+                failed,
+                succeeded_indexes if indexed else None,
+            )
             return
         if _condition_true(job, "Suspended"):
             set_condition(status, "Suspended", "False", "JobResumed", "Job resumed")
@@ -135,32 +157,65 @@ class JobController(Controller):
 
         completions = spec.get("completions")
         if failed > int(spec.get("backoffLimit", 6)):
-            self._finish(job, status, active, terminating, succeeded, failed, succeeded_indexes,
-                         ok=False, reason="BackoffLimitExceeded",
-                         message="Job has reached the specified backoff limit")
+            self._finish(
+                job,
+                status,
+                active,
+                terminating,
+                succeeded,
+                failed,
+                succeeded_indexes,
+                ok=False,
+                reason="BackoffLimitExceeded",
+                message="Job has reached the specified backoff limit",
+            )
             return
         deadline = spec.get("activeDeadlineSeconds")
         if deadline is not None:
             started = self._started(job, status)
             remaining = started + float(deadline) - time.time()
             if remaining <= 0:
-                self._finish(job, status, active, terminating, succeeded, failed, succeeded_indexes,
-                             ok=False, reason="DeadlineExceeded",
-                             message="Job was active longer than specified deadline")
+                self._finish(
+                    job,
+                    status,
+                    active,
+                    terminating,
+                    succeeded,
+                    failed,
+                    succeeded_indexes,
+                    ok=False,
+                    reason="DeadlineExceeded",
+                    message="Job was active longer than specified deadline",
+                )
                 return
             self.kick_later(remaining)
-        done = (succeeded >= completions) if completions is not None else \
-            (succeeded > 0 and not active)
+        done = (
+            (succeeded >= completions)
+            if completions is not None
+            else (succeeded > 0 and not active)
+        )
         if done:
-            self._finish(job, status, active, terminating, succeeded, failed, succeeded_indexes,
-                         ok=True, reason="CompletionsReached",
-                         message="Reached expected number of succeeded pods")
+            self._finish(
+                job,
+                status,
+                active,
+                terminating,
+                succeeded,
+                failed,
+                succeeded_indexes,
+                ok=True,
+                reason="CompletionsReached",
+                message="Reached expected number of succeeded pods",
+            )
             return
         parallelism = int(spec.get("parallelism", 1))
         if indexed:
             active_indexes = {_index_of(p) for p in active}
-            pending = [i for i in range(int(completions)) if i not in succeeded_indexes
-                       and i not in active_indexes]
+            pending = [
+                i
+                for i in range(int(completions))
+                if i not in succeeded_indexes and i not in active_indexes
+            ]
             room = max(0, parallelism - len(active))
             for index in pending[:room]:
                 pod = self._create_pod(job, index)
@@ -178,12 +233,22 @@ class JobController(Controller):
                     break
                 active.append(pod)
             extra = len(active) - max(want, 0)
-            for pod in sorted(active, key=lambda p: p["metadata"]["creationTimestamp"])[-extra:] \
-                    if extra > 0 else []:
+            for pod in (
+                sorted(active, key=lambda p: p["metadata"]["creationTimestamp"])[-extra:]
+                if extra > 0
+                else []
+            ):
                 self._delete_pod(pod)
                 active.remove(pod)
-        self._write_status(job, status, active, terminating, succeeded, failed,
-                           succeeded_indexes if indexed else None)
+        self._write_status(
+            job,
+            status,
+            active,
+            terminating,
+            succeeded,
+            failed,
+            succeeded_indexes if indexed else None,
+        )
 
     @staticmethod
     def _started(job: dict[str, Any], status: dict[str, Any]) -> float:
@@ -192,9 +257,16 @@ class JobController(Controller):
         stamp = status.get("startTime") or job["metadata"]["creationTimestamp"]
         return float(calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")))
 
-    def _write_status(self, job: dict[str, Any], status: dict[str, Any], active: list[Any],
-                      terminating: list[Any], succeeded: int, failed: int,
-                      succeeded_indexes: set[int] | None) -> dict[str, Any]:
+    def _write_status(
+        self,
+        job: dict[str, Any],
+        status: dict[str, Any],
+        active: list[Any],
+        terminating: list[Any],
+        succeeded: int,
+        failed: int,
+        succeeded_indexes: set[int] | None,
+    ) -> dict[str, Any]:
         for field, value in (("active", len(active)), ("succeeded", succeeded), ("failed", failed)):
             if value:
                 status[field] = value
@@ -214,9 +286,20 @@ class JobController(Controller):
         new["status"] = status
         return self.store.write(self.emulator.rt("jobs", "batch"), job, new)
 
-    def _finish(self, job: dict[str, Any], status: dict[str, Any], active: list[Any],
-                terminating: list[Any], succeeded: int, failed: int, succeeded_indexes: set[int],
-                *, ok: bool, reason: str, message: str) -> None:
+    def _finish(
+        self,
+        job: dict[str, Any],
+        status: dict[str, Any],
+        active: list[Any],
+        terminating: list[Any],
+        succeeded: int,
+        failed: int,
+        succeeded_indexes: set[int],
+        *,
+        ok: bool,
+        reason: str,
+        message: str,
+    ) -> None:
         for pod in active:
             self._delete_pod(pod)
         if ok:
@@ -227,15 +310,24 @@ class JobController(Controller):
             set_condition(status, "FailureTarget", "True", reason, message)
             set_condition(status, "Failed", "True", reason, message)
         indexed = (job.get("spec") or {}).get("completionMode") == "Indexed"
-        stored = self._write_status(job, status, [], terminating + active, succeeded, failed,
-                                    succeeded_indexes if indexed else None)
+        stored = self._write_status(
+            job,
+            status,
+            [],
+            terminating + active,
+            succeeded,
+            failed,
+            succeeded_indexes if indexed else None,
+        )
         self.finished_at[job["metadata"]["uid"]] = time.monotonic()
         if ok:
-            self.emulator.events.record(stored, "Normal", "Completed", "Job completed",
-                                        component="job-controller")
+            self.emulator.events.record(
+                stored, "Normal", "Completed", "Job completed", component="job-controller"
+            )
         else:
-            self.emulator.events.record(stored, "Warning", reason, message,
-                                        component="job-controller")
+            self.emulator.events.record(
+                stored, "Warning", reason, message, component="job-controller"
+            )
         self._expire(stored)
 
     def _expire(self, job: dict[str, Any]) -> None:
@@ -249,8 +341,12 @@ class JobController(Controller):
             self.kick_later(remaining)
             return
         try:
-            self.store.delete(self.emulator.rt("jobs", "batch"), job["metadata"]["namespace"],
-                              job["metadata"]["name"], DeleteOptions(propagation_policy="Foreground"))
+            self.store.delete(
+                self.emulator.rt("jobs", "batch"),
+                job["metadata"]["namespace"],
+                job["metadata"]["name"],
+                DeleteOptions(propagation_policy="Foreground"),
+            )
         except ApiError:
             pass
 
@@ -267,9 +363,18 @@ class JobController(Controller):
             labels[INDEX_KEY] = str(index)
             annotations[INDEX_KEY] = str(index)
             spec.setdefault("hostname", f"{name}-{index}")
-            env_var = {"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
-                "apiVersion": "v1", "fieldPath": f"metadata.annotations['{INDEX_KEY}']"}}}
-            for container in list(spec.get("initContainers") or []) + list(spec.get("containers") or []):
+            env_var = {
+                "name": "JOB_COMPLETION_INDEX",
+                "valueFrom": {
+                    "fieldRef": {
+                        "apiVersion": "v1",
+                        "fieldPath": f"metadata.annotations['{INDEX_KEY}']",
+                    }
+                },
+            }
+            for container in list(spec.get("initContainers") or []) + list(
+                spec.get("containers") or []
+            ):
                 env = container.setdefault("env", [])
                 if not any(e.get("name") == "JOB_COMPLETION_INDEX" for e in env):
                     env.insert(0, dict(env_var))
@@ -282,30 +387,48 @@ class JobController(Controller):
             pod_meta["annotations"] = annotations
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": spec}
         try:
-            created = self.store.create(self.emulator.rt("pods"), pod, job["metadata"]["namespace"],
-                                        internal=True)
+            created = self.store.create(
+                self.emulator.rt("pods"), pod, job["metadata"]["namespace"], internal=True
+            )
         except ApiError as error:
-            self.emulator.events.record(job, "Warning", "FailedCreate",
-                                        f"Error creating: {error.message}",
-                                        component="job-controller")
+            self.emulator.events.record(
+                job,
+                "Warning",
+                "FailedCreate",
+                f"Error creating: {error.message}",
+                component="job-controller",
+            )
             return None
-        self.emulator.events.record(job, "Normal", "SuccessfulCreate",
-                                    f"Created pod: {created['metadata']['name']}",
-                                    component="job-controller")
+        self.emulator.events.record(
+            job,
+            "Normal",
+            "SuccessfulCreate",
+            f"Created pod: {created['metadata']['name']}",
+            component="job-controller",
+        )
         return created
 
     def _delete_pod(self, pod: dict[str, Any]) -> None:
         try:
-            self.store.delete(self.emulator.rt("pods"), pod["metadata"]["namespace"],
-                              pod["metadata"]["name"], DeleteOptions())
+            self.store.delete(
+                self.emulator.rt("pods"),
+                pod["metadata"]["namespace"],
+                pod["metadata"]["name"],
+                DeleteOptions(),
+            )
         except ApiError:
             return
         owner = controller_of(pod)
         job = None
         if owner is not None:
-            job = self.store.get(self.emulator.rt("jobs", "batch"), pod["metadata"]["namespace"],
-                                 owner["name"])
+            job = self.store.get(
+                self.emulator.rt("jobs", "batch"), pod["metadata"]["namespace"], owner["name"]
+            )
         if job is not None:
-            self.emulator.events.record(job, "Normal", "SuccessfulDelete",
-                                        f"Deleted pod: {pod['metadata']['name']}",
-                                        component="job-controller")
+            self.emulator.events.record(
+                job,
+                "Normal",
+                "SuccessfulDelete",
+                f"Deleted pod: {pod['metadata']['name']}",
+                component="job-controller",
+            )

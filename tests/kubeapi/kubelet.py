@@ -150,7 +150,9 @@ class Kubelet(Controller):
 
     # --- starting ---------------------------------------------------------------------------------
 
-    def _maybe_start(self, pod: dict[str, Any], run: _Run, node: dict[str, Any], now: float) -> None:
+    def _maybe_start(
+        self, pod: dict[str, Any], run: _Run, node: dict[str, Any], now: float
+    ) -> None:
         if _annotation(pod, "image-pull-error") == "true":
             self._image_pull_error(pod)
             run.started = True
@@ -170,8 +172,11 @@ class Kubelet(Controller):
         run.started = True
         self._start(pod, node)
         run_seconds = _annotation(pod, "run-seconds")
-        if run_seconds is not None or _annotation(pod, "exit-code") is not None \
-                or _annotation(pod, "fail-times") is not None:
+        if (
+            run_seconds is not None
+            or _annotation(pod, "exit-code") is not None
+            or _annotation(pod, "fail-times") is not None
+        ):
             seconds = float(run_seconds or 0)
             run.finish_at = time.monotonic() + seconds
             self.kick_later(seconds)
@@ -181,14 +186,28 @@ class Kubelet(Controller):
         status = new["status"]
         status["hostIP"] = self._node_ip(pod["spec"]["nodeName"])
         status["containerStatuses"] = [
-            {"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": False,
-             "started": False, "restartCount": 0,
-             "state": {"waiting": {"reason": "ContainerCreating"}}, "lastState": {}}
-            for c in pod["spec"].get("containers") or []]
+            {
+                "name": c["name"],
+                "image": c.get("image", ""),
+                "imageID": "",
+                "ready": False,
+                "started": False,
+                "restartCount": 0,
+                "state": {"waiting": {"reason": "ContainerCreating"}},
+                "lastState": {},
+            }
+            for c in pod["spec"].get("containers") or []
+        ]
         set_condition(status, "Initialized", "True")
-        set_condition(status, "Ready", "False", "ContainersNotReady",
-                      "containers with unready status: [" +
-                      " ".join(c["name"] for c in pod["spec"].get("containers") or []) + "]")
+        set_condition(
+            status,
+            "Ready",
+            "False",
+            "ContainersNotReady",
+            "containers with unready status: ["
+            + " ".join(c["name"] for c in pod["spec"].get("containers") or [])
+            + "]",
+        )
         self.store.write(self.emulator.rt("pods"), pod, new)
 
     def _image_pull_error(self, pod: dict[str, Any]) -> None:
@@ -196,19 +215,42 @@ class Kubelet(Controller):
         status = new["status"]
         containers = pod["spec"].get("containers") or []
         status["containerStatuses"] = [
-            {"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": False,
-             "started": False, "restartCount": 0,
-             "state": {"waiting": {"reason": "ImagePullBackOff",
-                                   "message": f'Back-off pulling image "{c.get("image", "")}"'}},
-             "lastState": {}} for c in containers]
+            {
+                "name": c["name"],
+                "image": c.get("image", ""),
+                "imageID": "",
+                "ready": False,
+                "started": False,
+                "restartCount": 0,
+                "state": {
+                    "waiting": {
+                        "reason": "ImagePullBackOff",
+                        "message": f'Back-off pulling image "{c.get("image", "")}"',
+                    }
+                },
+                "lastState": {},
+            }
+            for c in containers
+        ]
         self.store.write(self.emulator.rt("pods"), pod, new)
         for c in containers:
             self.emulator.events.record(
-                pod, "Warning", "Failed", f'Failed to pull image "{c.get("image", "")}": '
+                pod,
+                "Warning",
+                "Failed",
+                f'Failed to pull image "{c.get("image", "")}": '
                 f"rpc error: code = NotFound desc = failed to pull and unpack image",
-                component="kubelet", host=pod["spec"]["nodeName"])
-            self.emulator.events.record(pod, "Warning", "Failed", "Error: ErrImagePull",
-                                        component="kubelet", host=pod["spec"]["nodeName"])
+                component="kubelet",
+                host=pod["spec"]["nodeName"],
+            )
+            self.emulator.events.record(
+                pod,
+                "Warning",
+                "Failed",
+                "Error: ErrImagePull",
+                component="kubelet",
+                host=pod["spec"]["nodeName"],
+            )
 
     def _node_ip(self, node_name: str) -> str:
         node = self.store.get(self.emulator.rt("nodes"), None, node_name) or {}
@@ -223,53 +265,114 @@ class Kubelet(Controller):
         status = new["status"]
         stamp = rfc3339()
         pod_ip = _annotation(pod, "pod-ip") or self.emulator.settings.pod_ip
-        status.update(phase="Running", hostIP=self._node_ip(node_name),
-                      hostIPs=[{"ip": self._node_ip(node_name)}], podIP=pod_ip,
-                      podIPs=[{"ip": pod_ip}], startTime=stamp)
+        status.update(
+            phase="Running",
+            hostIP=self._node_ip(node_name),
+            hostIPs=[{"ip": self._node_ip(node_name)}],
+            podIP=pod_ip,
+            podIPs=[{"ip": pod_ip}],
+            startTime=stamp,
+        )
         uid = pod["metadata"]["uid"]
         spec = pod["spec"]
         status["initContainerStatuses"] = [
-            {"name": c["name"], "image": c.get("image", ""), "imageID": c.get("image", ""),
-             "containerID": _container_id(uid, c["name"], 0), "ready": True, "restartCount": 0,
-             "started": False,
-             "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": stamp,
-                                      "finishedAt": stamp,
-                                      "containerID": _container_id(uid, c["name"], 0)}},
-             "lastState": {}} for c in spec.get("initContainers") or []]
+            {
+                "name": c["name"],
+                "image": c.get("image", ""),
+                "imageID": c.get("image", ""),
+                "containerID": _container_id(uid, c["name"], 0),
+                "ready": True,
+                "restartCount": 0,
+                "started": False,
+                "state": {
+                    "terminated": {
+                        "exitCode": 0,
+                        "reason": "Completed",
+                        "startedAt": stamp,
+                        "finishedAt": stamp,
+                        "containerID": _container_id(uid, c["name"], 0),
+                    }
+                },
+                "lastState": {},
+            }
+            for c in spec.get("initContainers") or []
+        ]
         if not status["initContainerStatuses"]:
             del status["initContainerStatuses"]
-        status["containerStatuses"] = [self._running_status(uid, c, 0, stamp)
-                                       for c in spec.get("containers") or []]
-        for condition in ("PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready",
-                          "PodScheduled"):
+        status["containerStatuses"] = [
+            self._running_status(uid, c, 0, stamp) for c in spec.get("containers") or []
+        ]
+        for condition in (
+            "PodReadyToStartContainers",
+            "Initialized",
+            "ContainersReady",
+            "Ready",
+            "PodScheduled",
+        ):
             set_condition(status, condition, "True")
-        status["conditions"].sort(key=lambda c: ["PodReadyToStartContainers", "Initialized",
-                                                 "Ready", "ContainersReady",
-                                                 "PodScheduled"].index(c["type"])
-                                  if c["type"] in ("PodReadyToStartContainers", "Initialized",
-                                                   "Ready", "ContainersReady", "PodScheduled") else 9)
+        status["conditions"].sort(
+            key=lambda c: (
+                [
+                    "PodReadyToStartContainers",
+                    "Initialized",
+                    "Ready",
+                    "ContainersReady",
+                    "PodScheduled",
+                ].index(c["type"])
+                if c["type"]
+                in (
+                    "PodReadyToStartContainers",
+                    "Initialized",
+                    "Ready",
+                    "ContainersReady",
+                    "PodScheduled",
+                )
+                else 9
+            )
+        )
         stored = self.store.write(self.emulator.rt("pods"), pod, new)
         for c in list(spec.get("initContainers") or []) + list(spec.get("containers") or []):
             self._write_start_logs(stored, c["name"], 0)
             self._container_events(stored, c, node_name)
 
     @staticmethod
-    def _running_status(uid: str, container: dict[str, Any], restarts: int, stamp: str,
-                        last: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _running_status(
+        uid: str,
+        container: dict[str, Any],
+        restarts: int,
+        stamp: str,
+        last: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         image = container.get("image", "")
-        return {"name": container["name"], "image": image,
-                "imageID": f"{image}@sha256:{'0' * 64}",
-                "containerID": _container_id(uid, container["name"], restarts),
-                "ready": True, "started": True, "restartCount": restarts,
-                "state": {"running": {"startedAt": stamp}}, "lastState": last or {}}
+        return {
+            "name": container["name"],
+            "image": image,
+            "imageID": f"{image}@sha256:{'0' * 64}",
+            "containerID": _container_id(uid, container["name"], restarts),
+            "ready": True,
+            "started": True,
+            "restartCount": restarts,
+            "state": {"running": {"startedAt": stamp}},
+            "lastState": last or {},
+        }
 
     def _container_events(self, pod: dict[str, Any], container: dict[str, Any], host: str) -> None:
         record = self.emulator.events.record
         name = container["name"]
-        record(pod, "Normal", "Pulled", f'Container image "{container.get("image", "")}" already '
-               f"present on machine", component="kubelet", host=host)
-        record(pod, "Normal", "Created", f"Created container: {name}", component="kubelet", host=host)
-        record(pod, "Normal", "Started", f"Started container {name}", component="kubelet", host=host)
+        record(
+            pod,
+            "Normal",
+            "Pulled",
+            f'Container image "{container.get("image", "")}" already present on machine',
+            component="kubelet",
+            host=host,
+        )
+        record(
+            pod, "Normal", "Created", f"Created container: {name}", component="kubelet", host=host
+        )
+        record(
+            pod, "Normal", "Started", f"Started container {name}", component="kubelet", host=host
+        )
 
     def _write_start_logs(self, pod: dict[str, Any], container: str, run_index: int) -> None:
         buffer = self.buffer(pod, container, run_index)
@@ -288,8 +391,10 @@ class Kubelet(Controller):
         name = pod["metadata"]["name"]
         if requested is None:
             if len(names) != 1:
-                raise ApiError.bad_request(f"a container name must be specified for pod {name}, "
-                                           f"choose one of: [{' '.join(names)}]")
+                raise ApiError.bad_request(
+                    f"a container name must be specified for pod {name}, "
+                    f"choose one of: [{' '.join(names)}]"
+                )
             return names[0]
         if requested not in names + init_names:
             raise ApiError.bad_request(f"container {requested} is not valid for pod {name}")
@@ -297,20 +402,28 @@ class Kubelet(Controller):
 
     def log_buffer(self, pod: dict[str, Any], container: str, *, previous: bool) -> LogBuffer:
         status = pod.get("status") or {}
-        statuses = {s["name"]: s for s in (status.get("containerStatuses") or [])
-                    + (status.get("initContainerStatuses") or [])}
+        statuses = {
+            s["name"]: s
+            for s in (status.get("containerStatuses") or [])
+            + (status.get("initContainerStatuses") or [])
+        }
         name = pod["metadata"]["name"]
         current = statuses.get(container)
         if current is None or "waiting" in (current.get("state") or {}) and not previous:
-            reason = ((current or {}).get("state") or {}).get("waiting", {}).get(
-                "reason", "ContainerCreating")
-            raise ApiError.bad_request(f'container "{container}" in pod "{name}" is waiting to '
-                                       f"start: {reason}")
+            reason = (
+                ((current or {}).get("state") or {})
+                .get("waiting", {})
+                .get("reason", "ContainerCreating")
+            )
+            raise ApiError.bad_request(
+                f'container "{container}" in pod "{name}" is waiting to start: {reason}'
+            )
         restarts = int(current.get("restartCount") or 0)
         if previous:
             if restarts == 0:
-                raise ApiError.bad_request(f'previous terminated container "{container}" in pod '
-                                           f'"{name}" not found')
+                raise ApiError.bad_request(
+                    f'previous terminated container "{container}" in pod "{name}" not found'
+                )
             return self.buffer(pod, container, restarts - 1)
         return self.buffer(pod, container, restarts)
 
@@ -325,8 +438,10 @@ class Kubelet(Controller):
     def _earlier_failures(self, pod: dict[str, Any]) -> int:
         """Failed runs before this one: restarts of this pod plus failed pods of the same Job
         (and completion index)."""
-        restarts = sum(int(s.get("restartCount") or 0)
-                       for s in (pod.get("status") or {}).get("containerStatuses") or [])
+        restarts = sum(
+            int(s.get("restartCount") or 0)
+            for s in (pod.get("status") or {}).get("containerStatuses") or []
+        )
         owner = controller_of(pod)
         if owner is None:
             return restarts
@@ -334,8 +449,11 @@ class Kubelet(Controller):
         failed = 0
         for other in self.store.list(self.emulator.rt("pods"), pod["metadata"]["namespace"]):
             other_owner = controller_of(other)
-            if other["metadata"]["uid"] == pod["metadata"]["uid"] or other_owner is None or \
-                    other_owner.get("uid") != owner.get("uid"):
+            if (
+                other["metadata"]["uid"] == pod["metadata"]["uid"]
+                or other_owner is None
+                or other_owner.get("uid") != owner.get("uid")
+            ):
                 continue
             if annotations_of(other).get("batch.kubernetes.io/job-completion-index") != index:
                 continue
@@ -343,11 +461,18 @@ class Kubelet(Controller):
                 failed += 1
         return failed + restarts
 
-    def finish(self, pod: dict[str, Any], *, exit_code: int = 0, logs: str | None = None,
-               container: str | None = None, reason: str | None = None) -> dict[str, Any]:
+    def finish(
+        self,
+        pod: dict[str, Any],
+        *,
+        exit_code: int = 0,
+        logs: str | None = None,
+        container: str | None = None,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
         """End a pod's containers (all, or *container*) with *exit_code*, writing *logs* first."""
         spec, status = pod.get("spec") or {}, pod.get("status") or {}
-        if (status.get("phase") != "Running"):
+        if status.get("phase") != "Running":
             raise ValueError(f"pod {pod['metadata']['name']} is {status.get('phase')}, not Running")
         names = [c["name"] for c in spec.get("containers") or []]
         targets = [container] if container else names
@@ -365,19 +490,27 @@ class Kubelet(Controller):
             if logs:
                 buffer.write(logs)
             buffer.close()
-            terminated = {"exitCode": exit_code,
-                          "reason": reason or ("Completed" if exit_code == 0 else "Error"),
-                          "startedAt": state["state"]["running"].get("startedAt", stamp),
-                          "finishedAt": stamp, "containerID": state.get("containerID", "")}
+            terminated = {
+                "exitCode": exit_code,
+                "reason": reason or ("Completed" if exit_code == 0 else "Error"),
+                "startedAt": state["state"]["running"].get("startedAt", stamp),
+                "finishedAt": stamp,
+                "containerID": state.get("containerID", ""),
+            }
             restart = policy == "Always" or (policy == "OnFailure" and exit_code != 0)
             state["ready"] = False
             state["started"] = False
             if restart:
-                state["state"] = {"waiting": {"reason": "CrashLoopBackOff",
-                                              "message": f"back-off restarting failed container "
-                                                         f"{state['name']}"}}
+                state["state"] = {
+                    "waiting": {
+                        "reason": "CrashLoopBackOff",
+                        "message": f"back-off restarting failed container {state['name']}",
+                    }
+                }
                 state["lastState"] = {"terminated": terminated}
-                run.restart_at[state["name"]] = time.monotonic() + self.emulator.settings.restart_delay
+                run.restart_at[state["name"]] = (
+                    time.monotonic() + self.emulator.settings.restart_delay
+                )
                 self.kick_later(self.emulator.settings.restart_delay)
             else:
                 state["state"] = {"terminated": terminated}
@@ -395,7 +528,9 @@ class Kubelet(Controller):
             set_condition(status, "Ready", "False", "PodCompleted")
             set_condition(status, "ContainersReady", "False", "PodCompleted")
         elif not all_ready:
-            waiting = [s["name"] for s in status.get("containerStatuses") or [] if not s.get("ready")]
+            waiting = [
+                s["name"] for s in status.get("containerStatuses") or [] if not s.get("ready")
+            ]
             message = f"containers with unready status: [{' '.join(waiting)}]"
             set_condition(status, "Ready", "False", "ContainersNotReady", message)
             set_condition(status, "ContainersReady", "False", "ContainersNotReady", message)
@@ -411,16 +546,26 @@ class Kubelet(Controller):
             if state["name"] == container and "waiting" in state.get("state", {}):
                 restarts = int(state.get("restartCount") or 0) + 1
                 new["status"]["containerStatuses"][index] = self._running_status(
-                    pod["metadata"]["uid"], spec_container, restarts, stamp, state.get("lastState"))
+                    pod["metadata"]["uid"], spec_container, restarts, stamp, state.get("lastState")
+                )
                 self._write_start_logs(pod, container, restarts)
         self._settle_phase(new)
         stored = self.store.write(self.emulator.rt("pods"), pod, new)
-        self.emulator.events.record(stored, "Normal", "Started", f"Started container {container}",
-                                    component="kubelet", host=pod["spec"]["nodeName"])
+        self.emulator.events.record(
+            stored,
+            "Normal",
+            "Started",
+            f"Started container {container}",
+            component="kubelet",
+            host=pod["spec"]["nodeName"],
+        )
         run = self.runs.get(pod["metadata"]["uid"])
         run_seconds = _annotation(pod, "run-seconds")
-        if run is not None and (run_seconds is not None or _annotation(pod, "exit-code") is not None
-                                or _annotation(pod, "fail-times") is not None):
+        if run is not None and (
+            run_seconds is not None
+            or _annotation(pod, "exit-code") is not None
+            or _annotation(pod, "fail-times") is not None
+        ):
             run.finish_at = time.monotonic() + float(run_seconds or 0)
             self.kick_later(float(run_seconds or 0))
 
@@ -441,8 +586,9 @@ class Kubelet(Controller):
             # The kubelet's part is done; the object stays until its finalizers are removed.
             if pod["metadata"].get("deletionGracePeriodSeconds"):
                 rt = self.emulator.rt("pods")
-                self.store.delete(rt, pod["metadata"]["namespace"], pod["metadata"]["name"],
-                                  _grace_zero())
+                self.store.delete(
+                    rt, pod["metadata"]["namespace"], pod["metadata"]["name"], _grace_zero()
+                )
             return
         self.store.remove_now(self.emulator.rt("pods"), pod)
 

@@ -39,7 +39,9 @@ class GarbageCollector(Controller):
         if event.type == "DELETED":
             self._gone.add(meta["uid"])
             self.kick()
-        elif meta.get("deletionTimestamp") and "foregroundDeletion" in (meta.get("finalizers") or []):
+        elif meta.get("deletionTimestamp") and "foregroundDeletion" in (
+            meta.get("finalizers") or []
+        ):
             self.kick()
         elif event.type == "ADDED" and meta.get("ownerReferences"):
             self.kick()  # a dependent created after its owner went away is collected too
@@ -60,8 +62,12 @@ class GarbageCollector(Controller):
                 continue
             if len(missing) == len(refs):
                 try:
-                    store.delete(rt, obj["metadata"].get("namespace"), obj["metadata"]["name"],
-                                 DeleteOptions(propagation_policy="Background"))
+                    store.delete(
+                        rt,
+                        obj["metadata"].get("namespace"),
+                        obj["metadata"]["name"],
+                        DeleteOptions(propagation_policy="Background"),
+                    )
                 except ApiError:
                     pass
             else:
@@ -72,23 +78,29 @@ class GarbageCollector(Controller):
         # Owners being deleted in the foreground.
         for group_resource, obj in list(store.iter_all()):
             meta = obj["metadata"]
-            if not meta.get("deletionTimestamp") or "foregroundDeletion" not in (meta.get("finalizers") or []):
+            if not meta.get("deletionTimestamp") or "foregroundDeletion" not in (
+                meta.get("finalizers") or []
+            ):
                 continue
             dependents = store.dependents_of(meta["uid"])
             for rt, dependent in dependents:
                 if not dependent["metadata"].get("deletionTimestamp"):
                     try:
-                        store.delete(rt, dependent["metadata"].get("namespace"),
-                                     dependent["metadata"]["name"],
-                                     DeleteOptions(propagation_policy="Foreground"))
+                        store.delete(
+                            rt,
+                            dependent["metadata"].get("namespace"),
+                            dependent["metadata"]["name"],
+                            DeleteOptions(propagation_policy="Foreground"),
+                        )
                     except ApiError:
                         pass
             if not store.dependents_of(meta["uid"]):
                 rt = self.emulator.registry.preferred(*group_resource)
                 if rt is not None:
                     new = copy.deepcopy(obj)
-                    new["metadata"]["finalizers"] = [f for f in meta["finalizers"]
-                                                     if f != "foregroundDeletion"]
+                    new["metadata"]["finalizers"] = [
+                        f for f in meta["finalizers"] if f != "foregroundDeletion"
+                    ]
                     if not new["metadata"]["finalizers"]:
                         del new["metadata"]["finalizers"]
                     new["metadata"]["deletionGracePeriodSeconds"] = 0
@@ -111,15 +123,25 @@ class NamespaceController(Controller):
         name = namespace["metadata"]["name"]
         emulator = self.emulator
         for rt, obj in (
-            (emulator.rt("serviceaccounts"),
-             {"metadata": {"name": "default"}}),
-            (emulator.rt("configmaps"),
-             {"metadata": {"name": "kube-root-ca.crt",
-                           "annotations": {"kubernetes.io/description": "Contains a CA bundle that "
-                                           "can be used to verify the kube-apiserver when using "
-                                           "internal endpoints such as the internal service IP or "
-                                           "kubernetes.default.svc."}},
-              "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\nkubelab-test\n-----END CERTIFICATE-----\n"}}),
+            (emulator.rt("serviceaccounts"), {"metadata": {"name": "default"}}),
+            (
+                emulator.rt("configmaps"),
+                {
+                    "metadata": {
+                        "name": "kube-root-ca.crt",
+                        "annotations": {
+                            "kubernetes.io/description": "Contains a CA bundle that "
+                            "can be used to verify the kube-apiserver when using "
+                            "internal endpoints such as the internal service IP or "
+                            "kubernetes.default.svc."
+                        },
+                    },
+                    "data": {
+                        "ca.crt": "-----BEGIN CERTIFICATE-----\nkubelab-test\n"
+                        "-----END CERTIFICATE-----\n"
+                    },
+                },
+            ),
         ):
             if self.store.get(rt, name, obj["metadata"]["name"]) is None:
                 self.store.create(rt, obj, name, internal=True)
@@ -142,12 +164,17 @@ class NamespaceController(Controller):
                 if rt is None:
                     continue
                 try:
-                    store.delete(rt, name, obj["metadata"]["name"],
-                                 DeleteOptions(propagation_policy="Background"))
+                    store.delete(
+                        rt,
+                        name,
+                        obj["metadata"]["name"],
+                        DeleteOptions(propagation_policy="Background"),
+                    )
                 except ApiError:
                     pass
-            if remaining == 0 or not any(obj["metadata"].get("namespace") == name
-                                         for _, obj in store.iter_all()):
+            if remaining == 0 or not any(
+                obj["metadata"].get("namespace") == name for _, obj in store.iter_all()
+            ):
                 store.remove_now(ns_rt, namespace)
 
 
@@ -179,7 +206,8 @@ class CrdController(Controller):
             table = self.store.objects.get(group_resource) or {}
             for obj in list(table.values()):
                 self.store.table(group_resource).pop(
-                    (obj["metadata"].get("namespace", ""), obj["metadata"]["name"]), None)
+                    (obj["metadata"].get("namespace", ""), obj["metadata"]["name"]), None
+                )
 
 
 def service_account_admission(emulator: Any) -> Any:
@@ -191,8 +219,11 @@ def service_account_admission(emulator: Any) -> Any:
         namespace = request.obj["metadata"]["namespace"]
         account = (request.obj.get("spec") or {}).get("serviceAccountName") or "default"
         if emulator.store.get(emulator.rt("serviceaccounts"), namespace, account) is None:
-            raise ApiError.forbidden("pods", request.obj["metadata"]["name"],
-                                     f"error looking up service account {namespace}/{account}: "
-                                     f'serviceaccount "{account}" not found')
+            raise ApiError.forbidden(
+                "pods",
+                request.obj["metadata"]["name"],
+                f"error looking up service account {namespace}/{account}: "
+                f'serviceaccount "{account}" not found',
+            )
 
     return admit

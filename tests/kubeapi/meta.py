@@ -8,8 +8,17 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["now", "rfc3339", "micro_time", "new_uid", "name_suffix", "owner_reference",
-           "controller_of", "labels_of", "annotations_of"]
+__all__ = [
+    "now",
+    "rfc3339",
+    "micro_time",
+    "new_uid",
+    "name_suffix",
+    "owner_reference",
+    "controller_of",
+    "labels_of",
+    "annotations_of",
+]
 
 #: the alphabet of generateName suffixes (no vowels, so no words; as k8s.io/apiserver uses)
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -62,5 +71,3 @@ def labels_of(obj: Mapping[str, Any]) -> dict[str, str]:
 
 def annotations_of(obj: Mapping[str, Any]) -> dict[str, str]:
     return (obj.get("metadata") or {}).get("annotations") or {}
-
-

@@ -1,10 +1,10 @@
-"""The three PATCH formats the API server accepts: JSON merge patch, strategic merge patch, JSON patch.
+"""The PATCH formats the API server accepts: JSON merge patch, strategic merge patch, JSON patch.
 
-Strategic merge patch is approximated: the real server reads ``x-kubernetes-patch-merge-key`` from the
-Go types; here a table of the well-known list fields (``containers`` by ``name``, ``env`` by
+Strategic merge patch is approximated: the real server reads ``x-kubernetes-patch-merge-key`` from
+the Go types; here a table of the well-known list fields (``containers`` by ``name``, ``env`` by
 ``name``, ``volumeMounts`` by ``mountPath``...) stands in for it. ``$patch: delete|replace``,
-``$deleteFromPrimitiveList/`` and ``$setElementOrder/`` directives are understood; ``$retainKeys`` is
-not. Lists not in the table are replaced, which is what the real server does for them too.
+``$deleteFromPrimitiveList/`` and ``$setElementOrder/`` directives are understood; ``$retainKeys``
+is not. Lists not in the table are replaced, which is what the real server does for them too.
 """
 
 from __future__ import annotations
@@ -92,7 +92,9 @@ def _smp_list(target: list[Any], patch: list[Any], field: str) -> list[Any]:
     if field in MERGE_PRIMITIVE_LISTS and all(not isinstance(v, (dict, list)) for v in patch):
         return list(target) + [v for v in patch if v not in target]
     if field not in MERGE_KEYS or not all(isinstance(item, dict) for item in patch):
-        return copy.deepcopy([item for item in patch if not (isinstance(item, dict) and "$patch" in item)])
+        return copy.deepcopy(
+            [item for item in patch if not (isinstance(item, dict) and "$patch" in item)]
+        )
     if any(isinstance(item, dict) and item.get("$patch") == "replace" for item in patch):
         return copy.deepcopy([item for item in patch if "$patch" not in item])
     result = copy.deepcopy(target)
@@ -103,8 +105,14 @@ def _smp_list(target: list[Any], patch: list[Any], field: str) -> list[Any]:
         if key not in item:
             result.append(copy.deepcopy(item))
             continue
-        index = next((i for i, old in enumerate(result)
-                      if isinstance(old, dict) and old.get(key) == item[key]), None)
+        index = next(
+            (
+                i
+                for i, old in enumerate(result)
+                if isinstance(old, dict) and old.get(key) == item[key]
+            ),
+            None,
+        )
         if item.get("$patch") == "delete":
             if index is not None:
                 del result[index]
@@ -118,15 +126,30 @@ def _smp_list(target: list[Any], patch: list[Any], field: str) -> list[Any]:
 def json_patch(target: dict[str, Any], operations: Any) -> dict[str, Any]:
     """RFC 6902 JSON patch; a failing ``test`` or a bad path is a 422, as on a real server."""
     if not isinstance(operations, list):
-        raise ApiError.bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
+        raise ApiError.bad_request(
+            "json: cannot unmarshal object into Go value of type jsonpatch.Patch"
+        )
     try:
         result = jsonpatch.apply_patch(target, operations, in_place=False)
     except jsonpatch.JsonPatchTestFailed as exc:
-        raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our "
-                       f"request: {exc}", {}) from None
-    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, KeyError, IndexError) as exc:
-        raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our "
-                       f"request: {exc}", {}) from None
+        raise ApiError(
+            422,
+            "Invalid",
+            f"the server rejected our request due to an error in our request: {exc}",
+            {},
+        ) from None
+    except (
+        jsonpatch.JsonPatchException,
+        jsonpatch.JsonPointerException,
+        KeyError,
+        IndexError,
+    ) as exc:
+        raise ApiError(
+            422,
+            "Invalid",
+            f"the server rejected our request due to an error in our request: {exc}",
+            {},
+        ) from None
     if not isinstance(result, dict):
         raise ApiError.bad_request("the patch must leave an object")
     return result

@@ -4,7 +4,8 @@
   session, in its own thread) or, when ``KUBELAB_TEST_KUBECONFIG`` is set, a :class:`RealCluster`.
   After the test, a crash inside the emulator fails it.
 * ``kube_namespace``: a fresh namespace for the test, deleted afterwards (safe on a real cluster).
-* ``kube_api`` / ``kube_sync_api``: a ``kubernetes_asyncio`` / ``kubernetes`` ApiClient, closed after.
+* ``kube_api`` / ``kube_sync_api``: a ``kubernetes_asyncio`` / ``kubernetes`` ApiClient, closed
+  after the test.
 * ``kube_spawner_env``: points KubeSpawner (its process-global client configuration, reflectors and
   shared clients) at the cluster for one test, and undoes it.
 
@@ -27,8 +28,14 @@ import pytest_asyncio
 
 from .cluster import EmulatorOnly, KubeCluster, RealCluster
 
-__all__ = ["kube_cluster", "kube_namespace", "kube_api", "kube_sync_api", "kube_spawner_env",
-           "KUBECONFIG_ENV"]
+__all__ = [
+    "kube_cluster",
+    "kube_namespace",
+    "kube_api",
+    "kube_sync_api",
+    "kube_spawner_env",
+    "KUBECONFIG_ENV",
+]
 
 #: point the fixtures at a real cluster by naming its kubeconfig in this variable
 KUBECONFIG_ENV = "KUBELAB_TEST_KUBECONFIG"
@@ -64,8 +71,10 @@ def kube_cluster(kube_cluster_session: Cluster) -> Iterator[Cluster]:
     yield kube_cluster_session
     crashes = kube_cluster_session.crashes
     if crashes:
-        pytest.fail("the kubeapi test server crashed during the test:\n\n" + "\n".join(crashes),
-                    pytrace=False)
+        pytest.fail(
+            "the kubeapi test server crashed during the test:\n\n" + "\n".join(crashes),
+            pytrace=False,
+        )
 
 
 @pytest.fixture
@@ -74,7 +83,9 @@ def kube_namespace(kube_cluster: Cluster) -> Iterator[str]:
     name = f"kubelab-test-{uuid.uuid4().hex[:8]}"
     with kube_cluster.sync_api_client() as api:
         core = kubernetes.client.CoreV1Api(api)
-        core.create_namespace({"metadata": {"name": name, "labels": {"kubelab.test/owner": "pytest"}}})
+        core.create_namespace(
+            {"metadata": {"name": name, "labels": {"kubelab.test/owner": "pytest"}}}
+        )
         try:
             yield name
         finally:
@@ -100,7 +111,9 @@ def kube_sync_api(kube_cluster: Cluster) -> Iterator[kubernetes.client.ApiClient
 
 
 @pytest_asyncio.fixture
-async def kube_spawner_env(kube_cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+async def kube_spawner_env(
+    kube_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[None]:
     """Make KubeSpawner (and anything using its ``load_config``/``shared_client``) use the cluster.
 
     KubeSpawner loads the kubeconfig once (``kubespawner.clients.load_config`` is an lru_cache) into
@@ -113,7 +126,9 @@ async def kube_spawner_env(kube_cluster: Cluster, monkeypatch: pytest.MonkeyPatc
     from kubespawner import clients as kubespawner_clients
 
     monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig_path))
-    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kube_cluster.kubeconfig_path))
+    monkeypatch.setattr(
+        kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kube_cluster.kubeconfig_path)
+    )
     saved_default = kubernetes_asyncio.client.Configuration._default
     kubespawner_clients.load_config.cache_clear()
     try:
@@ -122,8 +137,11 @@ async def kube_spawner_env(kube_cluster: Cluster, monkeypatch: pytest.MonkeyPatc
         await KubeSpawner._stop_all_reflectors()
         # shared_client() leaves a task per client that closes it when cancelled (JupyterHub
         # cancels all tasks at shutdown); do the same for this test's loop.
-        tasks = [t for t in asyncio.all_tasks()
-                 if getattr(t.get_coro(), "__qualname__", "").endswith("close_client_task")]
+        tasks = [
+            t
+            for t in asyncio.all_tasks()
+            if getattr(t.get_coro(), "__qualname__", "").endswith("close_client_task")
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -28,14 +28,23 @@ from .store import Admission, WatchEvent
 
 __all__ = ["QuotaController", "usage_of"]
 
-_LEGACY_COUNTS = {("", "pods"): "pods", ("", "services"): "services", ("", "secrets"): "secrets",
-                  ("", "configmaps"): "configmaps",
-                  ("", "persistentvolumeclaims"): "persistentvolumeclaims",
-                  ("", "resourcequotas"): "resourcequotas",
-                  ("", "replicationcontrollers"): "replicationcontrollers"}
-_MUST_SPECIFY = {"requests.cpu": ("requests", "cpu"), "cpu": ("requests", "cpu"),
-                 "requests.memory": ("requests", "memory"), "memory": ("requests", "memory"),
-                 "limits.cpu": ("limits", "cpu"), "limits.memory": ("limits", "memory")}
+_LEGACY_COUNTS = {
+    ("", "pods"): "pods",
+    ("", "services"): "services",
+    ("", "secrets"): "secrets",
+    ("", "configmaps"): "configmaps",
+    ("", "persistentvolumeclaims"): "persistentvolumeclaims",
+    ("", "resourcequotas"): "resourcequotas",
+    ("", "replicationcontrollers"): "replicationcontrollers",
+}
+_MUST_SPECIFY = {
+    "requests.cpu": ("requests", "cpu"),
+    "cpu": ("requests", "cpu"),
+    "requests.memory": ("requests", "memory"),
+    "memory": ("requests", "memory"),
+    "limits.cpu": ("limits", "cpu"),
+    "limits.memory": ("limits", "memory"),
+}
 
 
 def usage_of(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Fraction]:
@@ -56,7 +65,9 @@ def usage_of(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Fraction]:
         for name, value in pod_limits(obj).items():
             usage[f"limits.{name}"] = value
     elif (group, plural) == ("", "persistentvolumeclaims"):
-        storage = (((obj.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
+        storage = (((obj.get("spec") or {}).get("resources") or {}).get("requests") or {}).get(
+            "storage"
+        )
         usage["requests.storage"] = parse_quantity(storage)
     elif (group, plural) == ("", "services"):
         service_type = (obj.get("spec") or {}).get("type")
@@ -65,6 +76,11 @@ def usage_of(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Fraction]:
         if service_type in ("LoadBalancer", "NodePort"):
             usage["services.nodeports"] = Fraction(len((obj.get("spec") or {}).get("ports") or []))
     return usage
+
+
+def _listing(values: dict[str, Fraction], keys: list[str]) -> str:
+    """``requests.cpu=1500m,requests.memory=1Gi``, as in the real refusal message."""
+    return ",".join(f"{key}={format_quantity(values.get(key, Fraction(0)), key)}" for key in keys)
 
 
 class QuotaController(Controller):
@@ -116,27 +132,36 @@ class QuotaController(Controller):
         delta = usage_of(rt, request.obj)
         usage: dict[str, Fraction] | None = None
         for quota in sorted(quotas, key=lambda q: q["metadata"]["name"]):
-            hard = {key: parse_quantity(value)
-                    for key, value in ((quota.get("spec") or {}).get("hard") or {}).items()}
+            hard = {
+                key: parse_quantity(value)
+                for key, value in ((quota.get("spec") or {}).get("hard") or {}).items()
+            }
             if rt.group_resource == ("", "pods"):
                 missing = self._unspecified(request.obj, hard)
                 if missing:
-                    raise ApiError.forbidden(rt.plural, name, f"failed quota: "
-                                             f"{quota['metadata']['name']}: must specify {missing}",
-                                             rt.group)
+                    raise ApiError.forbidden(
+                        rt.plural,
+                        name,
+                        f"failed quota: {quota['metadata']['name']}: must specify {missing}",
+                        rt.group,
+                    )
             if usage is None:
                 usage = self.namespace_usage(namespace)
-            exceeded = sorted(key for key in hard if delta.get(key, Fraction(0)) > 0
-                              and usage.get(key, Fraction(0)) + delta[key] > hard[key])
+            exceeded = sorted(
+                key
+                for key in hard
+                if delta.get(key, Fraction(0)) > 0
+                and usage.get(key, Fraction(0)) + delta[key] > hard[key]
+            )
             if exceeded:
-                def listing(values: dict[str, Fraction]) -> str:
-                    return ",".join(f"{key}={format_quantity(values.get(key, Fraction(0)), key)}"
-                                    for key in exceeded)
-
                 raise ApiError.forbidden(
-                    rt.plural, name, f"exceeded quota: {quota['metadata']['name']}, "
-                    f"requested: {listing(delta)}, used: {listing(usage)}, limited: {listing(hard)}",
-                    rt.group)
+                    rt.plural,
+                    name,
+                    f"exceeded quota: {quota['metadata']['name']}, "
+                    f"requested: {_listing(delta, exceeded)}, used: {_listing(usage, exceeded)}, "
+                    f"limited: {_listing(hard, exceeded)}",
+                    rt.group,
+                )
 
     @staticmethod
     def _unspecified(pod: dict[str, Any], hard: dict[str, Fraction]) -> str:
@@ -146,8 +171,11 @@ class QuotaController(Controller):
             if key not in _MUST_SPECIFY:
                 continue
             which, resource = _MUST_SPECIFY[key]
-            lacking = [c["name"] for c in containers
-                       if resource not in ((c.get("resources") or {}).get(which) or {})]
+            lacking = [
+                c["name"]
+                for c in containers
+                if resource not in ((c.get("resources") or {}).get(which) or {})
+            ]
             if lacking:
                 problems.append(f"{key} for: {','.join(lacking)}")
         return "; ".join(problems)

@@ -78,19 +78,30 @@ class RequestLog:
     def since(self, mark: int) -> list[RecordedRequest]:
         return self.snapshot()[mark:]
 
-    def filter(self, *, method: str | None = None, verb: str | None = None,
-               resource: str | None = None, namespace: str | None = None, name: str | None = None,
-               path: str | re.Pattern[str] | None = None, watch: bool | None = None,
-               since: int = 0) -> list[RecordedRequest]:
+    def filter(
+        self,
+        *,
+        method: str | None = None,
+        verb: str | None = None,
+        resource: str | None = None,
+        namespace: str | None = None,
+        name: str | None = None,
+        path: str | re.Pattern[str] | None = None,
+        watch: bool | None = None,
+        since: int = 0,
+    ) -> list[RecordedRequest]:
         pattern = re.compile(path) if isinstance(path, str) else path
-        return [r for r in self.snapshot()[since:]
-                if (method is None or r.method == method.upper())
-                and (verb is None or r.verb == verb)
-                and (resource is None or r.resource == resource)
-                and (namespace is None or r.namespace == namespace)
-                and (name is None or r.name == name)
-                and (watch is None or r.watch == watch)
-                and (pattern is None or pattern.search(r.path))]
+        return [
+            r
+            for r in self.snapshot()[since:]
+            if (method is None or r.method == method.upper())
+            and (verb is None or r.verb == verb)
+            and (resource is None or r.resource == resource)
+            and (namespace is None or r.namespace == namespace)
+            and (name is None or r.name == name)
+            and (watch is None or r.watch == watch)
+            and (pattern is None or pattern.search(r.path))
+        ]
 
     def count(self, **criteria: object) -> int:
         return len(self.filter(**criteria))  # type: ignore[arg-type]

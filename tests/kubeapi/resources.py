@@ -54,22 +54,49 @@ class ResourceType:
         return f"{self.plural}.{self.group}" if self.group else self.plural
 
 
-def _core(plural: str, kind: str, namespaced: bool = True, short: tuple[str, ...] = (),
-          sub: tuple[str, ...] = (), **kw: Any) -> ResourceType:
+def _core(
+    plural: str,
+    kind: str,
+    namespaced: bool = True,
+    short: tuple[str, ...] = (),
+    sub: tuple[str, ...] = (),
+    **kw: Any,
+) -> ResourceType:
     return ResourceType("", "v1", plural, kind, namespaced, short, sub, **kw)
 
 
-def _api(group: str, version: str, plural: str, kind: str, namespaced: bool = True,
-         short: tuple[str, ...] = (), sub: tuple[str, ...] = (), **kw: Any) -> ResourceType:
+def _api(
+    group: str,
+    version: str,
+    plural: str,
+    kind: str,
+    namespaced: bool = True,
+    short: tuple[str, ...] = (),
+    sub: tuple[str, ...] = (),
+    **kw: Any,
+) -> ResourceType:
     return ResourceType(group, version, plural, kind, namespaced, short, sub, **kw)
 
 
 BUILTIN_RESOURCES: tuple[ResourceType, ...] = (
-    _core("namespaces", "Namespace", False, ("ns",), ("status", "finalize"),
-          verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
+    _core(
+        "namespaces",
+        "Namespace",
+        False,
+        ("ns",),
+        ("status", "finalize"),
+        verbs=("create", "delete", "get", "list", "patch", "update", "watch"),
+    ),
     _core("pods", "Pod", True, ("po",), ("status", "log"), categories=("all",)),
-    _core("services", "Service", True, ("svc",), ("status",), categories=("all",),
-          verbs=("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")),
+    _core(
+        "services",
+        "Service",
+        True,
+        ("svc",),
+        ("status",),
+        categories=("all",),
+        verbs=("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"),
+    ),
     _core("endpoints", "Endpoints", True, ("ep",)),
     _core("persistentvolumeclaims", "PersistentVolumeClaim", True, ("pvc",), ("status",)),
     _core("persistentvolumes", "PersistentVolume", False, ("pv",), ("status",)),
@@ -86,29 +113,68 @@ BUILTIN_RESOURCES: tuple[ResourceType, ...] = (
     _api("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
     _api("batch", "v1", "jobs", "Job", True, (), ("status",), categories=("all",)),
     _api("batch", "v1", "cronjobs", "CronJob", True, ("cj",), ("status",), categories=("all",)),
-    _api("apps", "v1", "deployments", "Deployment", True, ("deploy",), ("status", "scale"),
-         categories=("all",)),
-    _api("apps", "v1", "replicasets", "ReplicaSet", True, ("rs",), ("status", "scale"),
-         categories=("all",)),
-    _api("apps", "v1", "statefulsets", "StatefulSet", True, ("sts",), ("status", "scale"),
-         categories=("all",)),
+    _api(
+        "apps",
+        "v1",
+        "deployments",
+        "Deployment",
+        True,
+        ("deploy",),
+        ("status", "scale"),
+        categories=("all",),
+    ),
+    _api(
+        "apps",
+        "v1",
+        "replicasets",
+        "ReplicaSet",
+        True,
+        ("rs",),
+        ("status", "scale"),
+        categories=("all",),
+    ),
+    _api(
+        "apps",
+        "v1",
+        "statefulsets",
+        "StatefulSet",
+        True,
+        ("sts",),
+        ("status", "scale"),
+        categories=("all",),
+    ),
     _api("apps", "v1", "daemonsets", "DaemonSet", True, ("ds",), ("status",), categories=("all",)),
     _api("networking.k8s.io", "v1", "ingresses", "Ingress", True, ("ing",), ("status",)),
     _api("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, ("netpol",)),
-    _api("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ("pdb",), ("status",)),
+    _api(
+        "policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ("pdb",), ("status",)
+    ),
     _api("storage.k8s.io", "v1", "storageclasses", "StorageClass", False, ("sc",)),
     _api("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False, ("pc",)),
-    _api("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
-         False, ("crd", "crds"), ("status",)),
-    _api("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview",
-         False, verbs=("create",)),
+    _api(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        False,
+        ("crd", "crds"),
+        ("status",),
+    ),
+    _api(
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        False,
+        verbs=("create",),
+    ),
 )
 
 _VERSION = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
 
 
 def version_priority(version: str) -> tuple[int, int, int, str]:
-    """Sort key giving Kubernetes' version priority (v2 > v1 > v1beta2 > v1beta1 > v1alpha1 > foo)."""
+    """Sort key of Kubernetes' version priority (v2 > v1 > v1beta2 > v1beta1 > v1alpha1 > foo)."""
     match = _VERSION.match(version)
     if not match:
         return (3, 0, 0, version)
@@ -165,18 +231,20 @@ class Registry:
             if not version.get("served", True):
                 continue
             subresources = tuple(sorted((version.get("subresources") or {}).keys()))
-            types.append(ResourceType(
-                group=spec["group"],
-                version=version["name"],
-                plural=names["plural"],
-                kind=names["kind"],
-                namespaced=spec.get("scope", "Namespaced") == "Namespaced",
-                short_names=tuple(names.get("shortNames") or ()),
-                subresources=subresources,
-                categories=tuple(names.get("categories") or ()),
-                custom=True,
-                singular=names.get("singular") or names["kind"].lower(),
-            ))
+            types.append(
+                ResourceType(
+                    group=spec["group"],
+                    version=version["name"],
+                    plural=names["plural"],
+                    kind=names["kind"],
+                    namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                    short_names=tuple(names.get("shortNames") or ()),
+                    subresources=subresources,
+                    categories=tuple(names.get("categories") or ()),
+                    custom=True,
+                    singular=names.get("singular") or names["kind"].lower(),
+                )
+            )
         self.remove_crd(crd["metadata"]["name"])
         for rt in types:
             self.types[(rt.group, rt.version, rt.plural)] = rt
@@ -205,8 +273,13 @@ class Registry:
         return [g for g in builtin_order if g in present] + sorted(present - set(builtin_order))
 
     def api_versions(self) -> dict[str, Any]:
-        return {"kind": "APIVersions", "versions": ["v1"],
-                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}
+        return {
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [
+                {"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}
+            ],
+        }
 
     def api_group(self, group: str) -> dict[str, Any] | None:
         versions = self._versions_of(group)
@@ -247,9 +320,13 @@ class Registry:
                 entry["categories"] = list(rt.categories)
             resources.append(entry)
             for sub in rt.subresources:
-                sub_entry: dict[str, Any] = {"name": f"{rt.plural}/{sub}", "singularName": "",
-                                             "namespaced": rt.namespaced, "kind": rt.kind,
-                                             "verbs": ["get", "patch", "update"]}
+                sub_entry: dict[str, Any] = {
+                    "name": f"{rt.plural}/{sub}",
+                    "singularName": "",
+                    "namespaced": rt.namespaced,
+                    "kind": rt.kind,
+                    "verbs": ["get", "patch", "update"],
+                }
                 if sub == "log":
                     sub_entry["verbs"] = ["get"]
                 elif sub == "scale":
@@ -257,8 +334,12 @@ class Registry:
                 elif sub == "finalize":
                     sub_entry["verbs"] = ["update"]
                 resources.append(sub_entry)
-        return {"kind": "APIResourceList", "apiVersion": "v1",
-                "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": resources,
+        }
 
 
 def kinds_in(types: Iterable[ResourceType]) -> set[str]:

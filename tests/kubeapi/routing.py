@@ -1,8 +1,8 @@
 """URL parsing for the Kubernetes REST paths.
 
-kmock's own parser (``kmock._internal.parsing.parse_path``) raises on ``/api/v1/namespaces`` and reads
-``/api/v1/namespaces/NAME`` as "everything in namespace NAME", so the server parses paths itself and
-hands kmock a :class:`kmock.Request` built from this parse.
+kmock's own parser (``kmock._internal.parsing.parse_path``) raises on ``/api/v1/namespaces`` and
+reads ``/api/v1/namespaces/NAME`` as "everything in namespace NAME", so the server parses paths
+itself and hands kmock a :class:`kmock.Request` built from this parse.
 """
 
 from __future__ import annotations

@@ -4,10 +4,10 @@ Filters, in the real scheduler's order, stopping at the first that fails for a n
 unschedulable, untolerated ``NoSchedule``/``NoExecute`` taints, ``nodeSelector`` and required node
 affinity, then resources (pod count, cpu, memory, and extended resources such as
 ``nvidia.com/gpu``; requests come from defaulting, where limits imply requests). A pod no node fits
-gets ``PodScheduled=False`` (reason ``Unschedulable``) and a ``FailedScheduling`` warning worded like
-the real one (``0/3 nodes are available: 1 Insufficient cpu, 2 Insufficient nvidia.com/gpu.``). Every
-change to pods or nodes re-runs the pass, so adding a GPU node or deleting a pod lets waiting pods
-in. Not emulated: preemption, scoring plugins beyond "least allocated", pod (anti-)affinity and
+gets ``PodScheduled=False`` (reason ``Unschedulable``) and a ``FailedScheduling`` warning worded as
+the real one (``0/3 nodes are available: 1 Insufficient cpu, 2 Insufficient nvidia.com/gpu.``).
+Every change to pods or nodes re-runs the pass, so adding a GPU node or deleting a pod lets waiting
+pods in. Not emulated: preemption, scoring plugins beyond "least allocated", pod (anti-)affinity and
 topology spread constraints.
 """
 
@@ -54,8 +54,13 @@ def is_terminal(pod: Mapping[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
 
-def set_condition(status: dict[str, Any], condition_type: str, value: str, reason: str | None = None,
-                  message: str | None = None) -> None:
+def set_condition(
+    status: dict[str, Any],
+    condition_type: str,
+    value: str,
+    reason: str | None = None,
+    message: str | None = None,
+) -> None:
     """Set a condition, keeping lastTransitionTime when the status does not change."""
     conditions = status.setdefault("conditions", [])
     for condition in conditions:
@@ -69,8 +74,12 @@ def set_condition(status: dict[str, Any], condition_type: str, value: str, reaso
                 else:
                     condition[key] = text
             return
-    condition: dict[str, Any] = {"type": condition_type, "status": value, "lastProbeTime": None,
-                                 "lastTransitionTime": rfc3339()}
+    condition: dict[str, Any] = {
+        "type": condition_type,
+        "status": value,
+        "lastProbeTime": None,
+        "lastTransitionTime": rfc3339(),
+    }
     if reason is not None:
         condition["reason"] = reason
     if message is not None:
@@ -87,7 +96,9 @@ def _tolerates(tolerations: list[Mapping[str, Any]], taint: Mapping[str, Any]) -
         if operator == "Exists":
             if not key or key == taint.get("key"):
                 return True
-        elif key == taint.get("key") and (toleration.get("value") or "") == (taint.get("value") or ""):
+        elif key == taint.get("key") and (toleration.get("value") or "") == (
+            taint.get("value") or ""
+        ):
             return True
     return False
 
@@ -96,10 +107,17 @@ def _node_selector_term_matches(term: Mapping[str, Any], node: Mapping[str, Any]
     labels = (node.get("metadata") or {}).get("labels") or {}
     requirements = []
     for expression in term.get("matchExpressions") or []:
-        operator = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!",
-                    "Gt": "gt", "Lt": "lt"}[expression["operator"]]
-        requirements.append(LabelRequirement(expression["key"], operator,
-                                             tuple(expression.get("values") or ())))
+        operator = {
+            "In": "in",
+            "NotIn": "notin",
+            "Exists": "exists",
+            "DoesNotExist": "!",
+            "Gt": "gt",
+            "Lt": "lt",
+        }[expression["operator"]]
+        requirements.append(
+            LabelRequirement(expression["key"], operator, tuple(expression.get("values") or ()))
+        )
     if not match_labels(requirements, labels):
         return False
     for expression in term.get("matchFields") or []:
@@ -117,8 +135,9 @@ def _affinity_matches(pod: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
     for key, value in (spec.get("nodeSelector") or {}).items():
         if labels.get(key) != value:
             return False
-    required = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
-                .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
     terms = required.get("nodeSelectorTerms") or []
     if terms and not any(_node_selector_term_matches(term, node) for term in terms):
         return False
@@ -142,13 +161,21 @@ class Scheduler(Controller):
                 for name, value in pod_requests(pod).items():
                     usage[name] = usage.get(name, Fraction(0)) + value
                 usage["pods"] = usage.get("pods", Fraction(0)) + 1
-        pending = [p for p in pods
-                   if not (p.get("spec") or {}).get("nodeName")
-                   and (p.get("spec") or {}).get("schedulerName", "default-scheduler") == "default-scheduler"
-                   and not p["metadata"].get("deletionTimestamp")
-                   and (p.get("status") or {}).get("phase") == "Pending"]
-        pending.sort(key=lambda p: (-int((p.get("spec") or {}).get("priority") or 0),
-                                    int(p["metadata"]["resourceVersion"])))
+        pending = [
+            p
+            for p in pods
+            if not (p.get("spec") or {}).get("nodeName")
+            and (p.get("spec") or {}).get("schedulerName", "default-scheduler")
+            == "default-scheduler"
+            and not p["metadata"].get("deletionTimestamp")
+            and (p.get("status") or {}).get("phase") == "Pending"
+        ]
+        pending.sort(
+            key=lambda p: (
+                -int((p.get("spec") or {}).get("priority") or 0),
+                int(p["metadata"]["resourceVersion"]),
+            )
+        )
         for pod in pending:
             node, message = self._place(pod, nodes, used)
             if node is not None:
@@ -160,8 +187,9 @@ class Scheduler(Controller):
             else:
                 self._unschedulable(pod, message)
 
-    def _place(self, pod: dict[str, Any], nodes: list[dict[str, Any]],
-               used: dict[str, dict[str, Fraction]]) -> tuple[dict[str, Any] | None, str]:
+    def _place(
+        self, pod: dict[str, Any], nodes: list[dict[str, Any]], used: dict[str, dict[str, Fraction]]
+    ) -> tuple[dict[str, Any] | None, str]:
         reasons: Counter[str] = Counter()
         feasible: list[tuple[Fraction, str, dict[str, Any]]] = []
         requests = pod_requests(pod)
@@ -169,15 +197,20 @@ class Scheduler(Controller):
         for node in nodes:
             spec = node.get("spec") or {}
             if spec.get("unschedulable") and not _tolerates(
-                    tolerations, {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}):
+                tolerations, {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
+            ):
                 reasons["node(s) were unschedulable"] += 1
                 continue
-            untolerated = [t for t in spec.get("taints") or []
-                           if t.get("effect") in ("NoSchedule", "NoExecute")
-                           and not _tolerates(tolerations, t)]
+            untolerated = [
+                t
+                for t in spec.get("taints") or []
+                if t.get("effect") in ("NoSchedule", "NoExecute") and not _tolerates(tolerations, t)
+            ]
             if untolerated:
                 taint = untolerated[0]
-                reasons[f"node(s) had untolerated taint {{{taint['key']}: {taint.get('value', '')}}}"] += 1
+                reasons[
+                    f"node(s) had untolerated taint {{{taint['key']}: {taint.get('value', '')}}}"
+                ] += 1
                 continue
             if not _affinity_matches(pod, node):
                 reasons["node(s) didn't match Pod's node affinity/selector"] += 1
@@ -215,18 +248,28 @@ class Scheduler(Controller):
         set_condition(new.setdefault("status", {}), "PodScheduled", "True")
         stored = self.store.write(self.emulator.rt("pods"), pod, new)
         meta = pod["metadata"]
-        self.emulator.events.record(stored, "Normal", "Scheduled",
-                                    f"Successfully assigned {meta['namespace']}/{meta['name']} "
-                                    f"to {node_name}", component="default-scheduler")
+        self.emulator.events.record(
+            stored,
+            "Normal",
+            "Scheduled",
+            f"Successfully assigned {meta['namespace']}/{meta['name']} to {node_name}",
+            component="default-scheduler",
+        )
 
     def _unschedulable(self, pod: dict[str, Any], message: str) -> None:
         status = pod.get("status") or {}
         for condition in status.get("conditions") or []:
-            if condition["type"] == "PodScheduled" and condition.get("message") == message \
-                    and condition.get("status") == "False":
+            if (
+                condition["type"] == "PodScheduled"
+                and condition.get("message") == message
+                and condition.get("status") == "False"
+            ):
                 return  # already said; do not write (or spam events) again
         new = copy.deepcopy(pod)
-        set_condition(new.setdefault("status", {}), "PodScheduled", "False", "Unschedulable", message)
+        set_condition(
+            new.setdefault("status", {}), "PodScheduled", "False", "Unschedulable", message
+        )
         stored = self.store.write(self.emulator.rt("pods"), pod, new)
-        self.emulator.events.record(stored, "Warning", "FailedScheduling", message,
-                                    component="default-scheduler")
+        self.emulator.events.record(
+            stored, "Warning", "FailedScheduling", message, component="default-scheduler"
+        )

@@ -1,7 +1,8 @@
 """Label and field selectors, as the API server parses and applies them.
 
 ``labelSelector`` supports the whole string grammar (``a=b``, ``a==b``, ``a!=b``, ``a in (x,y)``,
-``a notin (x)``, ``a``, ``!a``, ``a>1``, ``a<1``); ``fieldSelector`` supports ``=``, ``==``, ``!=`` on
+``a notin (x)``, ``a``, ``!a``, ``a>1``, ``a<1``); ``fieldSelector`` supports ``=``, ``==``, ``!=``
+on
 the fields the real API indexes for each resource. An unknown field is refused with 400, as the real
 server does, so a test cannot pass here with a selector that a cluster rejects.
 """
@@ -99,7 +100,9 @@ def parse_label_selector(text: str | None) -> list[LabelRequirement]:
             elif nxt in ("in", "notin"):
                 take()
                 if take() != "(":
-                    raise ApiError.bad_request(f"unable to parse requirement: expected '(' in {text!r}")
+                    raise ApiError.bad_request(
+                        f"unable to parse requirement: expected '(' in {text!r}"
+                    )
                 values: list[str] = []
                 while True:
                     item = take()
@@ -131,16 +134,26 @@ def selector_from_object(selector: Mapping[str, Any] | None) -> list[LabelRequir
     """
     if selector is None:
         return None
-    requirements = [LabelRequirement(k, "=", (v,)) for k, v in (selector.get("matchLabels") or {}).items()]
+    requirements = [
+        LabelRequirement(k, "=", (v,)) for k, v in (selector.get("matchLabels") or {}).items()
+    ]
     for expression in selector.get("matchExpressions") or []:
-        operator = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!",
-                    "Gt": "gt", "Lt": "lt"}[expression["operator"]]
-        requirements.append(LabelRequirement(expression["key"], operator,
-                                             tuple(expression.get("values") or ())))
+        operator = {
+            "In": "in",
+            "NotIn": "notin",
+            "Exists": "exists",
+            "DoesNotExist": "!",
+            "Gt": "gt",
+            "Lt": "lt",
+        }[expression["operator"]]
+        requirements.append(
+            LabelRequirement(expression["key"], operator, tuple(expression.get("values") or ()))
+        )
     return requirements
 
 
 # --- field selectors ------------------------------------------------------------------------------
+
 
 def _path(*keys: str) -> Callable[[Mapping[str, Any]], str]:
     def get(obj: Mapping[str, Any]) -> str:
@@ -156,8 +169,10 @@ def _path(*keys: str) -> Callable[[Mapping[str, Any]], str]:
     return get
 
 
-_COMMON = {"metadata.name": _path("metadata", "name"),
-           "metadata.namespace": _path("metadata", "namespace")}
+_COMMON = {
+    "metadata.name": _path("metadata", "name"),
+    "metadata.namespace": _path("metadata", "namespace"),
+}
 
 #: The fields each resource (by plural) can be selected on, as in the real API server.
 FIELD_GETTERS: dict[str, dict[str, Callable[[Mapping[str, Any]], str]]] = {
@@ -166,14 +181,26 @@ FIELD_GETTERS: dict[str, dict[str, Callable[[Mapping[str, Any]], str]]] = {
         "spec.restartPolicy": _path("spec", "restartPolicy"),
         "spec.schedulerName": _path("spec", "schedulerName"),
         "spec.serviceAccountName": _path("spec", "serviceAccountName"),
-        "spec.hostNetwork": lambda o: "true" if (o.get("spec") or {}).get("hostNetwork") else "false",
+        "spec.hostNetwork": lambda o: (
+            "true" if (o.get("spec") or {}).get("hostNetwork") else "false"
+        ),
         "status.phase": _path("status", "phase"),
         "status.podIP": _path("status", "podIP"),
         "status.nominatedNodeName": _path("status", "nominatedNodeName"),
     },
     "events": {
-        **{f"involvedObject.{k}": _path("involvedObject", k)
-           for k in ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")},
+        **{
+            f"involvedObject.{k}": _path("involvedObject", k)
+            for k in (
+                "kind",
+                "namespace",
+                "name",
+                "uid",
+                "apiVersion",
+                "resourceVersion",
+                "fieldPath",
+            )
+        },
         "reason": _path("reason"),
         "reportingComponent": _path("reportingComponent"),
         "source": _path("source", "component"),
@@ -181,7 +208,11 @@ FIELD_GETTERS: dict[str, dict[str, Callable[[Mapping[str, Any]], str]]] = {
     },
     "secrets": {"type": _path("type")},
     "namespaces": {"status.phase": _path("status", "phase")},
-    "nodes": {"spec.unschedulable": lambda o: "true" if (o.get("spec") or {}).get("unschedulable") else "false"},
+    "nodes": {
+        "spec.unschedulable": lambda o: (
+            "true" if (o.get("spec") or {}).get("unschedulable") else "false"
+        )
+    },
     "jobs": {"status.successful": _path("status", "succeeded")},
     "replicasets": {"status.replicas": _path("status", "replicas")},
 }
@@ -209,10 +240,10 @@ def parse_field_selector(text: str | None, plural: str) -> list[FieldRequirement
             continue
         match = re.match(r"^([^=!]+?)\s*(==|=|!=)\s*(.*)$", part)
         if not match:
-            raise ApiError.bad_request(f'invalid selector: \'{text}\'; can\'t understand \'{part}\'')
+            raise ApiError.bad_request(f"invalid selector: '{text}'; can't understand '{part}'")
         field, operator, value = match.groups()
         if field not in getters:
-            raise ApiError.bad_request(f'field label not supported: {field}')
+            raise ApiError.bad_request(f"field label not supported: {field}")
         requirements.append(FieldRequirement(field, operator == "!=", value, getters[field]))
     return requirements
 

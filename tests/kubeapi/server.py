@@ -51,10 +51,12 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def _json_response(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None
-                   ) -> aiohttp.web.Response:
-    return aiohttp.web.Response(body=_dumps(obj), status=status, content_type=_JSON,
-                                headers=dict(headers or {}))
+def _json_response(
+    obj: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> aiohttp.web.Response:
+    return aiohttp.web.Response(
+        body=_dumps(obj), status=status, content_type=_JSON, headers=dict(headers or {})
+    )
 
 
 def _error_response(error: ApiError) -> aiohttp.web.Response:
@@ -95,10 +97,19 @@ class KubeApiHandler(kmock.KubernetesScaffold):
         query = dict(raw.query)
         route = parse_route(raw.path, query)
         record = RecordedRequest(
-            method=raw.method, path=raw.path, query=query, verb=self._verb(raw.method, route, query),
-            watch=route.watch, group=route.group, version=route.version, resource=route.plural,
-            namespace=route.namespace, name=route.name, subresource=route.subresource,
-            user_agent=raw.headers.get("User-Agent", ""))
+            method=raw.method,
+            path=raw.path,
+            query=query,
+            verb=self._verb(raw.method, route, query),
+            watch=route.watch,
+            group=route.group,
+            version=route.version,
+            resource=route.plural,
+            namespace=route.namespace,
+            name=route.name,
+            subresource=route.subresource,
+            user_agent=raw.headers.get("User-Agent", ""),
+        )
         self.emulator.requests.append(record)
         try:
             delay, failing, drop = self.emulator.faults.pick(raw.method, raw.path, route.watch)
@@ -116,36 +127,57 @@ class KubeApiHandler(kmock.KubernetesScaffold):
         except ApiError as error:
             response = _error_response(error)
         except kmock.KubernetesError as error:  # raised by a user's kmock reaction
-            response = _json_response(status_body(error.status, error.reason or "",
-                                                  error.message or "", error.details), error.status)
+            response = _json_response(
+                status_body(error.status, error.reason or "", error.message or "", error.details),
+                error.status,
+            )
         except (ConnectionError, asyncio.CancelledError):
             raise
         except Exception as error:
             self.crashes.append(f"{raw.method} {raw.path_qs}\n{traceback.format_exc()}")
             log.exception("kubeapi test server crashed on %s %s", raw.method, raw.path_qs)
-            response = _json_response(status_body(500, "InternalError",
-                                                  f"kubeapi test server bug: {error!r}"), 500)
+            response = _json_response(
+                status_body(500, "InternalError", f"kubeapi test server bug: {error!r}"), 500
+            )
         record.status = response.status
         return response
 
-    async def _react(self, raw: aiohttp.web.BaseRequest, body: bytes, route: Route,
-                     query: dict[str, str]) -> aiohttp.web.StreamResponse | None:
+    async def _react(
+        self, raw: aiohttp.web.BaseRequest, body: bytes, route: Route, query: dict[str, str]
+    ) -> aiohttp.web.StreamResponse | None:
         """Give the test's kmock reactions the first say; None if none of them answers."""
         try:
             data = json.loads(body) if body else None
         except ValueError:
             data = None
-        action = {"list": kmock.action.LIST, "watch": kmock.action.WATCH, "get": kmock.action.FETCH,
-                  "create": kmock.action.CREATE, "patch": kmock.action.UPDATE,
-                  "update": kmock.action.UPDATE, "delete": kmock.action.DELETE
-                  }.get(self._verb(raw.method, route, query))
+        action = {
+            "list": kmock.action.LIST,
+            "watch": kmock.action.WATCH,
+            "get": kmock.action.FETCH,
+            "create": kmock.action.CREATE,
+            "patch": kmock.action.UPDATE,
+            "update": kmock.action.UPDATE,
+            "delete": kmock.action.DELETE,
+        }.get(self._verb(raw.method, route, query))
         request = kmock.Request(
-            id=len(self._requests), raw_request=raw, url=raw.url, method=raw.method, params=query,
-            headers=dict(raw.headers), cookies=dict(raw.cookies), body=body,
-            text=body.decode(errors="replace"), data=data, action=action,
+            id=len(self._requests),
+            raw_request=raw,
+            url=raw.url,
+            method=raw.method,
+            params=query,
+            headers=dict(raw.headers),
+            cookies=dict(raw.cookies),
+            body=body,
+            text=body.decode(errors="replace"),
+            data=data,
+            action=action,
             resource=kmock.resource(route.group, route.version, route.plural)
-            if route.kind == "resource" else None,
-            namespace=route.namespace, name=route.name, subresource=route.subresource)
+            if route.kind == "resource"
+            else None,
+            namespace=route.namespace,
+            name=route.name,
+            subresource=route.subresource,
+        )
         self._requests.append(request)
         try:
             return await kmock_apps.RawHandler._handle(self, request)
@@ -164,21 +196,39 @@ class KubeApiHandler(kmock.KubernetesScaffold):
             if route.watch:
                 return "watch"
             return "get" if route.name else "list"
-        return {"POST": "create", "PUT": "update", "PATCH": "patch",
-                "DELETE": "delete" if route.name else "deletecollection"}.get(method, "other")
+        return {
+            "POST": "create",
+            "PUT": "update",
+            "PATCH": "patch",
+            "DELETE": "delete" if route.name else "deletecollection",
+        }.get(method, "other")
 
     # --- routing ----------------------------------------------------------------------------------
 
-    async def _dispatch(self, raw: aiohttp.web.BaseRequest, body: bytes, route: Route,
-                        query: dict[str, str], drop: WatchDrop | None) -> aiohttp.web.StreamResponse:
+    async def _dispatch(
+        self,
+        raw: aiohttp.web.BaseRequest,
+        body: bytes,
+        route: Route,
+        query: dict[str, str],
+        drop: WatchDrop | None,
+    ) -> aiohttp.web.StreamResponse:
         registry = self.emulator.registry
         if route.kind == "version":
             major, minor = self.emulator.settings.server_version
-            return _json_response({"major": major, "minor": minor,
-                                   "gitVersion": f"v{major}.{minor}.0-kubelab-test",
-                                   "gitCommit": "0" * 40, "gitTreeState": "clean",
-                                   "buildDate": "2024-08-13T00:00:00Z", "goVersion": "go1.22.5",
-                                   "compiler": "gc", "platform": "linux/amd64"})
+            return _json_response(
+                {
+                    "major": major,
+                    "minor": minor,
+                    "gitVersion": f"v{major}.{minor}.0-kubelab-test",
+                    "gitCommit": "0" * 40,
+                    "gitTreeState": "clean",
+                    "buildDate": "2024-08-13T00:00:00Z",
+                    "goVersion": "go1.22.5",
+                    "compiler": "gc",
+                    "platform": "linux/amd64",
+                }
+            )
         if route.kind == "health":
             return aiohttp.web.Response(text="ok")
         if route.kind == "discovery":
@@ -186,9 +236,22 @@ class KubeApiHandler(kmock.KubernetesScaffold):
                 raise ApiError.method_not_allowed()
             if route.group is None:
                 if raw.path.rstrip("/") == "":
-                    return _json_response({"paths": sorted(
-                        ["/api", "/api/v1", "/apis", "/version", "/healthz", "/livez", "/readyz"]
-                        + [f"/apis/{g}" for g in registry.groups()])})
+                    return _json_response(
+                        {
+                            "paths": sorted(
+                                [
+                                    "/api",
+                                    "/api/v1",
+                                    "/apis",
+                                    "/version",
+                                    "/healthz",
+                                    "/livez",
+                                    "/readyz",
+                                ]
+                                + [f"/apis/{g}" for g in registry.groups()]
+                            )
+                        }
+                    )
                 return _json_response(registry.api_group_list())
             if route.group == "" and route.version is None:
                 return _json_response(registry.api_versions())
@@ -223,18 +286,31 @@ class KubeApiHandler(kmock.KubernetesScaffold):
             if method == "POST":
                 if rt.namespaced and route.namespace is None:
                     raise ApiError.method_not_allowed()
-                obj = self.emulator.store.create(rt, self._body(raw, body), route.namespace,
-                                                 dry_run=query.get("dryRun") == "All")
+                obj = self.emulator.store.create(
+                    rt, self._body(raw, body), route.namespace, dry_run=query.get("dryRun") == "All"
+                )
                 return _json_response(self._present(rt, obj), 201)
             if method == "DELETE":
                 return self._serve_delete_collection(raw, rt, route, query, body)
             raise ApiError.method_not_allowed()
         if route.watch:
             # A watch on one object: the deprecated /watch/ path or ?watch=1 on an object URL.
-            named = Route(route.kind, route.group, route.version, route.plural, route.namespace,
-                          None, None, True)
-            query = {**query, "fieldSelector": ",".join(
-                filter(None, [query.get("fieldSelector"), f"metadata.name={route.name}"]))}
+            named = Route(
+                route.kind,
+                route.group,
+                route.version,
+                route.plural,
+                route.namespace,
+                None,
+                None,
+                True,
+            )
+            query = {
+                **query,
+                "fieldSelector": ",".join(
+                    filter(None, [query.get("fieldSelector"), f"metadata.name={route.name}"])
+                ),
+            }
             return await self._serve_watch(raw, rt, named, query, drop)
         store = self.emulator.store
         dry_run = query.get("dryRun") == "All"
@@ -244,16 +320,31 @@ class KubeApiHandler(kmock.KubernetesScaffold):
                 return _json_response(self._scale(rt, obj))
             return _json_response(self._present(rt, obj))
         if method == "PUT":
-            obj = store.update(rt, route.namespace, route.name, self._body(raw, body),
-                               subresource=route.subresource, dry_run=dry_run)
-            return _json_response(self._scale(rt, obj) if route.subresource == "scale"
-                                  else self._present(rt, obj))
+            obj = store.update(
+                rt,
+                route.namespace,
+                route.name,
+                self._body(raw, body),
+                subresource=route.subresource,
+                dry_run=dry_run,
+            )
+            return _json_response(
+                self._scale(rt, obj) if route.subresource == "scale" else self._present(rt, obj)
+            )
         if method == "PATCH":
-            obj = store.patch(rt, route.namespace, route.name, raw.headers.get("Content-Type", ""),
-                              self._body(raw, body), subresource=route.subresource,
-                              dry_run=dry_run, field_manager=query.get("fieldManager"))
-            return _json_response(self._scale(rt, obj) if route.subresource == "scale"
-                                  else self._present(rt, obj))
+            obj = store.patch(
+                rt,
+                route.namespace,
+                route.name,
+                raw.headers.get("Content-Type", ""),
+                self._body(raw, body),
+                subresource=route.subresource,
+                dry_run=dry_run,
+                field_manager=query.get("fieldManager"),
+            )
+            return _json_response(
+                self._scale(rt, obj) if route.subresource == "scale" else self._present(rt, obj)
+            )
         if method == "DELETE":
             if route.subresource:
                 raise ApiError.method_not_allowed()
@@ -261,14 +352,27 @@ class KubeApiHandler(kmock.KubernetesScaffold):
             obj, gone = store.delete(rt, route.namespace, route.name, options)
             headers = {}
             if rt.group_resource == ("batch", "jobs") and options.propagation_policy is None:
-                headers["Warning"] = ('299 - "child pods are preserved by default when jobs are '
-                                      'deleted; set propagationPolicy=Background to remove them or '
-                                      'set propagationPolicy=Orphan to suppress this warning"')
+                headers["Warning"] = (
+                    '299 - "child pods are preserved by default when jobs are '
+                    "deleted; set propagationPolicy=Background to remove them or "
+                    'set propagationPolicy=Orphan to suppress this warning"'
+                )
             if gone and not store.returns_deleted_object(rt):
-                return _json_response({
-                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                    "details": {"name": route.name, "group": rt.group, "kind": rt.plural,
-                                "uid": obj["metadata"]["uid"]}}, headers=headers)
+                return _json_response(
+                    {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "metadata": {},
+                        "status": "Success",
+                        "details": {
+                            "name": route.name,
+                            "group": rt.group,
+                            "kind": rt.plural,
+                            "uid": obj["metadata"]["uid"],
+                        },
+                    },
+                    headers=headers,
+                )
             return _json_response(self._present(rt, obj), 200, headers)
         raise ApiError.method_not_allowed()
 
@@ -286,7 +390,9 @@ class KubeApiHandler(kmock.KubernetesScaffold):
                 return yaml.safe_load(body)
             return json.loads(body)
         except (ValueError, yaml.YAMLError) as exc:
-            raise ApiError.bad_request(f"the body of the request cannot be decoded: {exc}") from None
+            raise ApiError.bad_request(
+                f"the body of the request cannot be decoded: {exc}"
+            ) from None
 
     @staticmethod
     def _present(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
@@ -300,16 +406,26 @@ class KubeApiHandler(kmock.KubernetesScaffold):
     def _scale(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         selector = (obj.get("spec") or {}).get("selector") or {}
-        return {"kind": "Scale", "apiVersion": "autoscaling/v1",
-                "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
-                                                  "creationTimestamp") if k in meta},
-                "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
-                "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
-                           "selector": ",".join(f"{k}={v}" for k, v in
-                                                (selector.get("matchLabels") or {}).items())}}
+        return {
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                k: meta[k]
+                for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                if k in meta
+            },
+            "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
+            "status": {
+                "replicas": (obj.get("status") or {}).get("replicas", 0),
+                "selector": ",".join(
+                    f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items()
+                ),
+            },
+        }
 
-    def _delete_options(self, raw: aiohttp.web.BaseRequest, body: bytes,
-                        query: Mapping[str, str]) -> DeleteOptions:
+    def _delete_options(
+        self, raw: aiohttp.web.BaseRequest, body: bytes, query: Mapping[str, str]
+    ) -> DeleteOptions:
         data: dict[str, Any] = {}
         if body:
             try:
@@ -325,21 +441,26 @@ class KubeApiHandler(kmock.KubernetesScaffold):
             policy = "Orphan" if str(orphan).lower() == "true" else "Background"
         preconditions = data.get("preconditions") or {}
         dry_run = query.get("dryRun") == "All" or "All" in (data.get("dryRun") or [])
-        return DeleteOptions(grace, policy, preconditions.get("uid"),
-                             preconditions.get("resourceVersion"), dry_run)
+        return DeleteOptions(
+            grace, policy, preconditions.get("uid"), preconditions.get("resourceVersion"), dry_run
+        )
 
     # --- list -------------------------------------------------------------------------------------
 
-    def _selected(self, rt: ResourceType, route: Route, query: Mapping[str, str]
-                  ) -> list[dict[str, Any]]:
+    def _selected(
+        self, rt: ResourceType, route: Route, query: Mapping[str, str]
+    ) -> list[dict[str, Any]]:
         labels = parse_label_selector(query.get("labelSelector"))
         fields = parse_field_selector(query.get("fieldSelector"), rt.plural)
-        return [obj for obj in self.emulator.store.list(rt, route.namespace)
-                if match_labels(labels, obj["metadata"].get("labels"))
-                and match_fields(fields, obj)]
+        return [
+            obj
+            for obj in self.emulator.store.list(rt, route.namespace)
+            if match_labels(labels, obj["metadata"].get("labels")) and match_fields(fields, obj)
+        ]
 
-    def _serve_list(self, rt: ResourceType, route: Route, query: Mapping[str, str]
-                    ) -> aiohttp.web.Response:
+    def _serve_list(
+        self, rt: ResourceType, route: Route, query: Mapping[str, str]
+    ) -> aiohttp.web.Response:
         items = self._selected(rt, route, query)
         limit = _int_param(query, "limit")
         meta: dict[str, Any] = {"resourceVersion": str(self.emulator.store.rv)}
@@ -350,47 +471,82 @@ class KubeApiHandler(kmock.KubernetesScaffold):
             except ValueError:
                 raise ApiError.bad_request("continue key is not valid") from None
             if int(start.get("rv", 0)) < self.emulator.store.compacted_rv:
-                raise ApiError(410, "Expired", "The provided continue parameter is too old to "
-                               "display a consistent list result. You can start a new list "
-                               "without the continue parameter.", {})
+                raise ApiError(
+                    410,
+                    "Expired",
+                    "The provided continue parameter is too old to "
+                    "display a consistent list result. You can start a new list "
+                    "without the continue parameter.",
+                    {},
+                )
             after = tuple(start["key"])
-            items = [o for o in items if (o["metadata"].get("namespace", ""),
-                                          o["metadata"]["name"]) > after]
+            items = [
+                o
+                for o in items
+                if (o["metadata"].get("namespace", ""), o["metadata"]["name"]) > after
+            ]
         if limit and len(items) > limit:
             last = items[limit - 1]["metadata"]
-            meta["continue"] = base64.urlsafe_b64encode(_dumps(
-                {"rv": self.emulator.store.rv,
-                 "key": [last.get("namespace", ""), last["name"]]})).decode()
+            meta["continue"] = base64.urlsafe_b64encode(
+                _dumps(
+                    {"rv": self.emulator.store.rv, "key": [last.get("namespace", ""), last["name"]]}
+                )
+            ).decode()
             meta["remainingItemCount"] = len(items) - limit
             items = items[:limit]
         if rt.custom:
             items = [self._present(rt, obj) for obj in items]
         else:  # built-in lists carry no kind/apiVersion on their items, as on a real server
-            items = [{k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
-                     for obj in items]
-        return _json_response({"kind": f"{rt.kind}List", "apiVersion": rt.api_version,
-                               "metadata": meta, "items": items})
+            items = [
+                {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")} for obj in items
+            ]
+        return _json_response(
+            {
+                "kind": f"{rt.kind}List",
+                "apiVersion": rt.api_version,
+                "metadata": meta,
+                "items": items,
+            }
+        )
 
-    def _serve_delete_collection(self, raw: aiohttp.web.BaseRequest, rt: ResourceType,
-                                 route: Route, query: Mapping[str, str], body: bytes
-                                 ) -> aiohttp.web.Response:
+    def _serve_delete_collection(
+        self,
+        raw: aiohttp.web.BaseRequest,
+        rt: ResourceType,
+        route: Route,
+        query: Mapping[str, str],
+        body: bytes,
+    ) -> aiohttp.web.Response:
         if "deletecollection" not in rt.verbs:
             raise ApiError.method_not_allowed()
         options = self._delete_options(raw, body, query)
         deleted = []
         for obj in self._selected(rt, route, query):
             with contextlib.suppress(ApiError):
-                deleted.append(self.emulator.store.delete(
-                    rt, obj["metadata"].get("namespace"), obj["metadata"]["name"], options)[0])
-        return _json_response({"kind": f"{rt.kind}List", "apiVersion": rt.api_version,
-                               "metadata": {"resourceVersion": str(self.emulator.store.rv)},
-                               "items": deleted})
+                deleted.append(
+                    self.emulator.store.delete(
+                        rt, obj["metadata"].get("namespace"), obj["metadata"]["name"], options
+                    )[0]
+                )
+        return _json_response(
+            {
+                "kind": f"{rt.kind}List",
+                "apiVersion": rt.api_version,
+                "metadata": {"resourceVersion": str(self.emulator.store.rv)},
+                "items": deleted,
+            }
+        )
 
     # --- watch ------------------------------------------------------------------------------------
 
-    async def _serve_watch(self, raw: aiohttp.web.BaseRequest, rt: ResourceType, route: Route,
-                           query: Mapping[str, str], drop: WatchDrop | None
-                           ) -> aiohttp.web.StreamResponse:
+    async def _serve_watch(
+        self,
+        raw: aiohttp.web.BaseRequest,
+        rt: ResourceType,
+        route: Route,
+        query: Mapping[str, str],
+        drop: WatchDrop | None,
+    ) -> aiohttp.web.StreamResponse:
         store = self.emulator.store
         labels = parse_label_selector(query.get("labelSelector"))
         fields = parse_field_selector(query.get("fieldSelector"), rt.plural)
@@ -398,7 +554,9 @@ class KubeApiHandler(kmock.KubernetesScaffold):
         bookmarks = query.get("allowWatchBookmarks", "").lower() in ("true", "1")
         initial_end = query.get("sendInitialEvents", "").lower() in ("true", "1")
         rv_text = query.get("resourceVersion") or ""
-        since = None if rv_text in ("", "0") or initial_end else _int_param(query, "resourceVersion")
+        since = (
+            None if rv_text in ("", "0") or initial_end else _int_param(query, "resourceVersion")
+        )
         response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": _JSON})
         response.enable_chunked_encoding()
         try:
@@ -423,7 +581,9 @@ class KubeApiHandler(kmock.KubernetesScaffold):
             nonlocal sent
             if drop is not None and drop.after_events is not None and sent >= drop.after_events:
                 return False
-            await response.write(_dumps({"type": event_type, "object": self._present(rt, obj)}) + b"\n")
+            await response.write(
+                _dumps({"type": event_type, "object": self._present(rt, obj)}) + b"\n"
+            )
             sent += 1
             return True
 
@@ -440,17 +600,29 @@ class KubeApiHandler(kmock.KubernetesScaffold):
                     dropped = True
                     break
             if not dropped and initial_end and bookmarks:
-                await response.write(_dumps({"type": "BOOKMARK", "object": bookmark(
-                    {"k8s.io/initial-events-end": "true"})}) + b"\n")
+                await response.write(
+                    _dumps(
+                        {
+                            "type": "BOOKMARK",
+                            "object": bookmark({"k8s.io/initial-events-end": "true"}),
+                        }
+                    )
+                    + b"\n"
+                )
             while not dropped:
                 now = loop.time()
-                waits = [self.emulator.settings.bookmark_interval if bookmarks else None,
-                         deadline - now if deadline is not None else None,
-                         drop_at - now if drop_at is not None else None]
+                waits = [
+                    self.emulator.settings.bookmark_interval if bookmarks else None,
+                    deadline - now if deadline is not None else None,
+                    drop_at - now if drop_at is not None else None,
+                ]
                 wait = min((w for w in waits if w is not None), default=None)
                 try:
-                    item = await asyncio.wait_for(watcher.queue.get(), max(wait, 0)) \
-                        if wait is not None else await watcher.queue.get()
+                    item = (
+                        await asyncio.wait_for(watcher.queue.get(), max(wait, 0))
+                        if wait is not None
+                        else await watcher.queue.get()
+                    )
                 except asyncio.TimeoutError:
                     now = loop.time()
                     if deadline is not None and now >= deadline:
@@ -459,7 +631,9 @@ class KubeApiHandler(kmock.KubernetesScaffold):
                         dropped = True
                         break
                     if bookmarks and watcher.queue.empty():
-                        await response.write(_dumps({"type": "BOOKMARK", "object": bookmark()}) + b"\n")
+                        await response.write(
+                            _dumps({"type": "BOOKMARK", "object": bookmark()}) + b"\n"
+                        )
                     continue
                 if item is None:  # the server is resetting: end the stream
                     break
@@ -476,8 +650,13 @@ class KubeApiHandler(kmock.KubernetesScaffold):
             self.streams.discard(response)
         return response
 
-    async def _break_stream(self, raw: aiohttp.web.BaseRequest, response: aiohttp.web.StreamResponse,
-                            drop: WatchDrop, rt: ResourceType) -> None:
+    async def _break_stream(
+        self,
+        raw: aiohttp.web.BaseRequest,
+        response: aiohttp.web.StreamResponse,
+        drop: WatchDrop,
+        rt: ResourceType,
+    ) -> None:
         if drop.mode == "gone":
             store = self.emulator.store
             error = ApiError.gone(max(store.compacted_rv, 1), store.compacted_rv + 1)
@@ -494,8 +673,9 @@ class KubeApiHandler(kmock.KubernetesScaffold):
 
     # --- pod logs ---------------------------------------------------------------------------------
 
-    async def _serve_log(self, raw: aiohttp.web.BaseRequest, rt: ResourceType, route: Route,
-                         query: Mapping[str, str]) -> aiohttp.web.StreamResponse:
+    async def _serve_log(
+        self, raw: aiohttp.web.BaseRequest, rt: ResourceType, route: Route, query: Mapping[str, str]
+    ) -> aiohttp.web.StreamResponse:
         assert route.name is not None
         pod = self.emulator.store.require(rt, route.namespace, route.name)
         kubelet = self.emulator.kubelet

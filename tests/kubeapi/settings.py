@@ -30,4 +30,5 @@ class EmulatorSettings:
     server_version: tuple[str, str] = ("1", "31")
     #: nodes (name → kwargs of ``add_node``) that exist after every ``reset()``
     default_nodes: dict[str, dict[str, object]] = field(
-        default_factory=lambda: {"kubeapi-node-0": {"cpu": "8", "memory": "32Gi"}})
+        default_factory=lambda: {"kubeapi-node-0": {"cpu": "8", "memory": "32Gi"}}
+    )

@@ -34,12 +34,31 @@ GroupResource = tuple[str, str]
 ObjectKey = tuple[str, str]  # (namespace or "", name)
 
 #: resources without metadata.generation (as on a real server)
-_NO_GENERATION = {("", p) for p in ("configmaps", "secrets", "events", "serviceaccounts", "namespaces",
-                                    "endpoints", "services", "persistentvolumeclaims",
-                                    "persistentvolumes", "nodes", "resourcequotas", "limitranges")}
+_NO_GENERATION = {
+    ("", p)
+    for p in (
+        "configmaps",
+        "secrets",
+        "events",
+        "serviceaccounts",
+        "namespaces",
+        "endpoints",
+        "services",
+        "persistentvolumeclaims",
+        "persistentvolumes",
+        "nodes",
+        "resourcequotas",
+        "limitranges",
+    )
+}
 #: resources whose DELETE answers with the object rather than a Status (ReturnDeletedObject)
-_RETURNS_DELETED = {("", "pods"), ("", "services"), ("", "namespaces"), ("", "persistentvolumes"),
-                    ("", "nodes")}
+_RETURNS_DELETED = {
+    ("", "pods"),
+    ("", "services"),
+    ("", "namespaces"),
+    ("", "persistentvolumes"),
+    ("", "nodes"),
+}
 #: namespaces that always exist
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
@@ -80,8 +99,13 @@ class Admission:
 class Watcher:
     """A live watch: filters committed events and queues them for one HTTP stream."""
 
-    def __init__(self, group_resource: GroupResource, namespace: str | None,
-                 labels: list[LabelRequirement], fields: list[FieldRequirement]) -> None:
+    def __init__(
+        self,
+        group_resource: GroupResource,
+        namespace: str | None,
+        labels: list[LabelRequirement],
+        fields: list[FieldRequirement],
+    ) -> None:
         self.group_resource = group_resource
         self.namespace = namespace
         self.labels = labels
@@ -167,9 +191,14 @@ class Store:
     def namespace_exists(self, name: str) -> bool:
         return ("", name) in self.table(("", "namespaces"))
 
-    def open_watch(self, rt: ResourceType, namespace: str | None, labels: list[LabelRequirement],
-                   fields: list[FieldRequirement], since: int | None
-                   ) -> tuple[Watcher, list[tuple[str, dict[str, Any], int]]]:
+    def open_watch(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        labels: list[LabelRequirement],
+        fields: list[FieldRequirement],
+        since: int | None,
+    ) -> tuple[Watcher, list[tuple[str, dict[str, Any], int]]]:
         """Register a watcher and return the events it must send first.
 
         Without a resourceVersion (or with "0") those are synthetic ADDED events for the current
@@ -177,8 +206,11 @@ class Store:
         """
         watcher = Watcher(rt.group_resource, namespace, labels, fields)
         if since is None:
-            initial = [("ADDED", obj, int(obj["metadata"]["resourceVersion"]))
-                       for obj in self.list(rt, namespace) if watcher.matches(obj)]
+            initial = [
+                ("ADDED", obj, int(obj["metadata"]["resourceVersion"]))
+                for obj in self.list(rt, namespace)
+                if watcher.matches(obj)
+            ]
         else:
             if since < self.compacted_rv:
                 raise ApiError.gone(since, self.compacted_rv + 1)
@@ -193,8 +225,9 @@ class Store:
 
     # --- committing -------------------------------------------------------------------------------
 
-    def _commit(self, rt: ResourceType, event_type: str, obj: dict[str, Any],
-                old: dict[str, Any] | None) -> dict[str, Any]:
+    def _commit(
+        self, rt: ResourceType, event_type: str, obj: dict[str, Any], old: dict[str, Any] | None
+    ) -> dict[str, Any]:
         self.rv += 1
         obj["metadata"]["resourceVersion"] = str(self.rv)
         key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
@@ -219,8 +252,15 @@ class Store:
 
     # --- create -----------------------------------------------------------------------------------
 
-    def create(self, rt: ResourceType, body: Any, namespace: str | None, *,
-               dry_run: bool = False, internal: bool = False) -> dict[str, Any]:
+    def create(
+        self,
+        rt: ResourceType,
+        body: Any,
+        namespace: str | None,
+        *,
+        dry_run: bool = False,
+        internal: bool = False,
+    ) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise ApiError.bad_request("the body of the request must be a JSON object")
         obj = copy.deepcopy(body)
@@ -232,8 +272,10 @@ class Store:
             if namespace is None:
                 raise ApiError.no_route()
             if body_ns and body_ns != namespace:
-                raise ApiError.bad_request("the namespace of the provided object does not match "
-                                           "the namespace sent on the request")
+                raise ApiError.bad_request(
+                    "the namespace of the provided object does not match "
+                    "the namespace sent on the request"
+                )
             meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
@@ -241,13 +283,30 @@ class Store:
             if meta.get("generateName"):
                 meta["name"] = meta["generateName"] + name_suffix(self.rng)
             else:
-                raise ApiError.invalid(rt.kind, "", [("metadata.name", "FieldValueRequired",
-                                       "Required value: name or generateName is required")], rt.group)
+                raise ApiError.invalid(
+                    rt.kind,
+                    "",
+                    [
+                        (
+                            "metadata.name",
+                            "FieldValueRequired",
+                            "Required value: name or generateName is required",
+                        )
+                    ],
+                    rt.group,
+                )
         name = meta["name"]
         if rt.namespaced:
             self._check_namespace_open(rt, namespace or "", name)
-        for system_field in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp",
-                             "deletionGracePeriodSeconds", "selfLink", "managedFields"):
+        for system_field in (
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+            "managedFields",
+        ):
             meta.pop(system_field, None)
         if rt.has_status and not internal and rt.group_resource != ("", "nodes"):
             obj.pop("status", None)  # status is the controllers' to write, as on a real server
@@ -268,11 +327,14 @@ class Store:
     def _check_type_meta(self, rt: ResourceType, obj: dict[str, Any]) -> None:
         api_version, kind = obj.get("apiVersion"), obj.get("kind")
         if kind and kind != rt.kind:
-            raise ApiError.bad_request(f"the kind in the data ({kind}) does not match the "
-                                       f"expected kind ({rt.kind})")
+            raise ApiError.bad_request(
+                f"the kind in the data ({kind}) does not match the expected kind ({rt.kind})"
+            )
         if api_version and api_version.rpartition("/")[0] != rt.group:
-            raise ApiError.bad_request(f"the API version in the data ({api_version}) does not "
-                                       f"match the expected API version ({rt.api_version})")
+            raise ApiError.bad_request(
+                f"the API version in the data ({api_version}) does not "
+                f"match the expected API version ({rt.api_version})"
+            )
         obj["apiVersion"] = rt.api_version
         obj["kind"] = rt.kind
 
@@ -281,8 +343,13 @@ class Store:
         if ns is None:
             raise ApiError.not_found("namespaces", namespace)
         if (ns.get("status") or {}).get("phase") == "Terminating":
-            raise ApiError.forbidden(rt.plural, name, f"unable to create new content in namespace "
-                                     f"{namespace} because it is being terminated", rt.group)
+            raise ApiError.forbidden(
+                rt.plural,
+                name,
+                f"unable to create new content in namespace "
+                f"{namespace} because it is being terminated",
+                rt.group,
+            )
 
     def _allocate_ip(self) -> str:
         self._next_ip += 1
@@ -290,27 +357,49 @@ class Store:
 
     # --- update -----------------------------------------------------------------------------------
 
-    def update(self, rt: ResourceType, namespace: str | None, name: str, body: Any, *,
-               subresource: str | None = None, dry_run: bool = False,
-               require_rv: bool | None = None) -> dict[str, Any]:
+    def update(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+        require_rv: bool | None = None,
+    ) -> dict[str, Any]:
         """PUT: replace the object (or only its status through ``/status``)."""
         old = self.require(rt, namespace, name)
         if not isinstance(body, dict):
             raise ApiError.bad_request("the body of the request must be a JSON object")
         meta = body.get("metadata") or {}
         if meta.get("name") and meta["name"] != name:
-            raise ApiError.bad_request(f"the name of the object ({meta['name']}) does not match "
-                                       f"the name on the URL ({name})")
+            raise ApiError.bad_request(
+                f"the name of the object ({meta['name']}) does not match "
+                f"the name on the URL ({name})"
+            )
         if rt.namespaced and meta.get("namespace") and meta["namespace"] != namespace:
-            raise ApiError.bad_request("the namespace of the provided object does not match the "
-                                       "namespace sent on the request")
+            raise ApiError.bad_request(
+                "the namespace of the provided object does not match the "
+                "namespace sent on the request"
+            )
         sent_rv = meta.get("resourceVersion")
         if sent_rv:
             if str(sent_rv) != old["metadata"]["resourceVersion"]:
                 raise ApiError.conflict(rt.plural, name, rt.group)
         elif require_rv if require_rv is not None else rt.custom:
-            raise ApiError.invalid(rt.kind, name, [("metadata.resourceVersion", "FieldValueInvalid",
-                                   "Invalid value: 0x0: must be specified for an update")], rt.group)
+            raise ApiError.invalid(
+                rt.kind,
+                name,
+                [
+                    (
+                        "metadata.resourceVersion",
+                        "FieldValueInvalid",
+                        "Invalid value: 0x0: must be specified for an update",
+                    )
+                ],
+                rt.group,
+            )
         new = copy.deepcopy(body)
         self._check_type_meta(rt, new)
         if subresource == "status":
@@ -319,7 +408,9 @@ class Store:
             new["status"] = status if status is not None else {}
         elif subresource == "scale":
             new = copy.deepcopy(old)
-            new.setdefault("spec", {})["replicas"] = int((body.get("spec") or {}).get("replicas", 0))
+            new.setdefault("spec", {})["replicas"] = int(
+                (body.get("spec") or {}).get("replicas", 0)
+            )
         elif rt.has_status:
             if "status" in old:
                 new["status"] = copy.deepcopy(old["status"])
@@ -327,22 +418,44 @@ class Store:
                 new.pop("status", None)
         return self._replace(rt, old, new, dry_run=dry_run)
 
-    def patch(self, rt: ResourceType, namespace: str | None, name: str, content_type: str,
-              patch: Any, *, subresource: str | None = None, dry_run: bool = False,
-              field_manager: str | None = None) -> dict[str, Any]:
+    def patch(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        name: str,
+        content_type: str,
+        patch: Any,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+        field_manager: str | None = None,
+    ) -> dict[str, Any]:
         """PATCH in one of the four formats; server-side apply is approximated as a merge patch
         that creates a missing object (no managed fields, no conflicts between managers)."""
         kind = content_type.split(";")[0].strip().lower()
-        accepted = ["application/json-patch+json", "application/merge-patch+json",
-                    "application/apply-patch+yaml"]
+        accepted = [
+            "application/json-patch+json",
+            "application/merge-patch+json",
+            "application/apply-patch+yaml",
+        ]
         if not rt.custom:
             accepted.insert(2, "application/strategic-merge-patch+json")
         if kind not in accepted:
             raise ApiError.unsupported_media_type(kind, accepted)
         if kind == "application/apply-patch+yaml":
             if not field_manager:
-                raise ApiError.invalid("PatchOptions", "", [("fieldManager", "FieldValueRequired",
-                                       "Required value: is required for apply patch")], "meta.k8s.io")
+                raise ApiError.invalid(
+                    "PatchOptions",
+                    "",
+                    [
+                        (
+                            "fieldManager",
+                            "FieldValueRequired",
+                            "Required value: is required for apply patch",
+                        )
+                    ],
+                    "meta.k8s.io",
+                )
             if self.get(rt, namespace, name) is None and subresource is None:
                 if isinstance(patch, dict):
                     patch = {**patch, "metadata": {**(patch.get("metadata") or {}), "name": name}}
@@ -367,7 +480,7 @@ class Store:
             new["status"] = patched.get("status") or {}
         elif subresource == "scale":
             new = copy.deepcopy(old)
-            replicas = ((patched.get("spec") or {}).get("replicas"))
+            replicas = (patched.get("spec") or {}).get("replicas")
             new.setdefault("spec", {})["replicas"] = replicas
         else:
             new = patched
@@ -378,16 +491,31 @@ class Store:
                     new.pop("status", None)
         return self._replace(rt, old, new, dry_run=dry_run)
 
-    def _replace(self, rt: ResourceType, old: dict[str, Any], new: dict[str, Any], *,
-                 dry_run: bool = False, internal: bool = False) -> dict[str, Any]:
+    def _replace(
+        self,
+        rt: ResourceType,
+        old: dict[str, Any],
+        new: dict[str, Any],
+        *,
+        dry_run: bool = False,
+        internal: bool = False,
+    ) -> dict[str, Any]:
         """Store *new* in place of *old*, keeping system metadata; the common end of PUT, PATCH and
         controller writes."""
         meta = new.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise ApiError.bad_request("metadata must be an object")
         old_meta = old["metadata"]
-        for system_field in ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp",
-                             "deletionGracePeriodSeconds", "generation", "generateName"):
+        for system_field in (
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "generateName",
+        ):
             if system_field in old_meta:
                 meta[system_field] = old_meta[system_field]
             else:
@@ -413,8 +541,12 @@ class Store:
             plugin(Admission("UPDATE", rt, new, old, internal))
         if dry_run:
             return new
-        if meta.get("deletionTimestamp") and not meta.get("finalizers") and \
-                not meta.get("deletionGracePeriodSeconds") and rt.group_resource != ("", "namespaces"):
+        if (
+            meta.get("deletionTimestamp")
+            and not meta.get("finalizers")
+            and not meta.get("deletionGracePeriodSeconds")
+            and rt.group_resource != ("", "namespaces")
+        ):
             self._commit(rt, "MODIFIED", new, old)
             return self._remove(rt, new)
         return self._commit(rt, "MODIFIED", new, old)
@@ -428,21 +560,34 @@ class Store:
 
     # --- delete -----------------------------------------------------------------------------------
 
-    def delete(self, rt: ResourceType, namespace: str | None, name: str,
-               options: DeleteOptions | None = None) -> tuple[dict[str, Any], bool]:
+    def delete(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        name: str,
+        options: DeleteOptions | None = None,
+    ) -> tuple[dict[str, Any], bool]:
         """DELETE; returns the object and whether it is gone (False: deletion is pending)."""
         options = options or DeleteOptions()
         obj = self.require(rt, namespace, name)
         meta = obj["metadata"]
         if options.precondition_uid and options.precondition_uid != meta["uid"]:
-            raise ApiError.conflict(rt.plural, name, rt.group,
-                                    f"Precondition failed: UID in precondition: "
-                                    f"{options.precondition_uid}, UID in object meta: {meta['uid']}")
+            raise ApiError.conflict(
+                rt.plural,
+                name,
+                rt.group,
+                f"Precondition failed: UID in precondition: "
+                f"{options.precondition_uid}, UID in object meta: {meta['uid']}",
+            )
         if options.precondition_rv and options.precondition_rv != meta["resourceVersion"]:
-            raise ApiError.conflict(rt.plural, name, rt.group,
-                                    f"Precondition failed: ResourceVersion in precondition: "
-                                    f"{options.precondition_rv}, ResourceVersion in object meta: "
-                                    f"{meta['resourceVersion']}")
+            raise ApiError.conflict(
+                rt.plural,
+                name,
+                rt.group,
+                f"Precondition failed: ResourceVersion in precondition: "
+                f"{options.precondition_rv}, ResourceVersion in object meta: "
+                f"{meta['resourceVersion']}",
+            )
         for plugin in self.admission:
             plugin(Admission("DELETE", rt, obj, obj))
         if options.dry_run:
@@ -456,8 +601,11 @@ class Store:
         finalizers = list(meta.get("finalizers") or [])
         if policy == "Orphan":
             self.orphan_dependents(meta["uid"])
-        elif policy == "Foreground" and self.dependents_of(meta["uid"]) and \
-                "foregroundDeletion" not in finalizers:
+        elif (
+            policy == "Foreground"
+            and self.dependents_of(meta["uid"])
+            and "foregroundDeletion" not in finalizers
+        ):
             finalizers.append("foregroundDeletion")
         grace = self._grace_period(rt, obj, options)
         if already_deleting:
@@ -471,7 +619,9 @@ class Store:
             return obj, False
         if finalizers or grace:
             new = copy.deepcopy(obj)
-            new["metadata"]["deletionTimestamp"] = rfc3339(now() + datetime.timedelta(seconds=grace))
+            new["metadata"]["deletionTimestamp"] = rfc3339(
+                now() + datetime.timedelta(seconds=grace)
+            )
             new["metadata"]["deletionGracePeriodSeconds"] = grace
             if finalizers:
                 new["metadata"]["finalizers"] = finalizers
@@ -516,7 +666,7 @@ class Store:
         new["status"] = {"phase": "Terminating"}
         return self._commit(rt, "MODIFIED", new, obj)
 
-    # --- owners and dependents ----------------------------------------------------------------------
+    # --- owners and dependents --------------------------------------------------------------------
 
     def dependents_of(self, uid: str) -> list[tuple[ResourceType, dict[str, Any]]]:
         found = []
@@ -532,7 +682,8 @@ class Store:
         for rt, dependent in self.dependents_of(uid):
             new = copy.deepcopy(dependent)
             new["metadata"]["ownerReferences"] = [
-                ref for ref in new["metadata"]["ownerReferences"] if ref.get("uid") != uid]
+                ref for ref in new["metadata"]["ownerReferences"] if ref.get("uid") != uid
+            ]
             if not new["metadata"]["ownerReferences"]:
                 del new["metadata"]["ownerReferences"]
             self.write(rt, dependent, new)
@@ -542,7 +693,11 @@ class Store:
 
 
 def _strip(obj: dict[str, Any]) -> dict[str, Any]:
-    meta = {k: v for k, v in obj.get("metadata", {}).items() if k not in ("resourceVersion", "managedFields")}
+    meta = {
+        k: v
+        for k, v in obj.get("metadata", {}).items()
+        if k not in ("resourceVersion", "managedFields")
+    }
     return {**obj, "metadata": meta}
 
 

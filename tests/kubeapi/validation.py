@@ -22,7 +22,9 @@ __all__ = ["validate_create", "validate_update"]
 Cause = tuple[str, str, str]  # (field, reason, message)
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -32,47 +34,78 @@ _LABEL_NAMED = {("", "namespaces")}
 #: resources whose names are DNS-1035 labels (start with a letter)
 _DNS1035_NAMED = {("", "services")}
 #: resources whose names are only path segments (RBAC allows colons and capitals)
-_PATH_NAMED = {("rbac.authorization.k8s.io", "roles"), ("rbac.authorization.k8s.io", "rolebindings"),
-               ("rbac.authorization.k8s.io", "clusterroles"),
-               ("rbac.authorization.k8s.io", "clusterrolebindings")}
+_PATH_NAMED = {
+    ("rbac.authorization.k8s.io", "roles"),
+    ("rbac.authorization.k8s.io", "rolebindings"),
+    ("rbac.authorization.k8s.io", "clusterroles"),
+    ("rbac.authorization.k8s.io", "clusterrolebindings"),
+}
 
 
 def _name_causes(rt: ResourceType, name: str) -> list[Cause]:
     key = (rt.group, rt.plural)
     if key in _PATH_NAMED:
         if name in (".", "..") or "/" in name or "%" in name:
-            return [("metadata.name", "FieldValueInvalid",
-                     f'Invalid value: "{name}": may not contain \'/\' or \'%\'')]
+            return [
+                (
+                    "metadata.name",
+                    "FieldValueInvalid",
+                    f"Invalid value: \"{name}\": may not contain '/' or '%'",
+                )
+            ]
         return []
     if key in _DNS1035_NAMED:
         if len(name) > 63 or not _DNS1035_LABEL.match(name):
-            return [("metadata.name", "FieldValueInvalid",
-                     f'Invalid value: "{name}": a DNS-1035 label must consist of lower case '
-                     f"alphanumeric characters or '-', start with an alphabetic character, and end "
-                     f"with an alphanumeric character")]
+            return [
+                (
+                    "metadata.name",
+                    "FieldValueInvalid",
+                    f'Invalid value: "{name}": a DNS-1035 label must consist of lower case '
+                    f"alphanumeric characters or '-', start with an alphabetic character, and end "
+                    f"with an alphanumeric character",
+                )
+            ]
         return []
     if key in _LABEL_NAMED:
         if len(name) > 63 or not _DNS1123_LABEL.match(name):
-            return [("metadata.name", "FieldValueInvalid",
-                     f'Invalid value: "{name}": a lowercase RFC 1123 label must consist of lower '
-                     f"case alphanumeric characters or '-', and must start and end with an "
-                     f"alphanumeric character")]
+            return [
+                (
+                    "metadata.name",
+                    "FieldValueInvalid",
+                    f'Invalid value: "{name}": a lowercase RFC 1123 label must consist of lower '
+                    f"case alphanumeric characters or '-', and must start and end with an "
+                    f"alphanumeric character",
+                )
+            ]
         return []
     if len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
-        return [("metadata.name", "FieldValueInvalid",
-                 f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of lower '
-                 f"case alphanumeric characters, '-' or '.', and must start and end with an "
-                 f"alphanumeric character")]
+        return [
+            (
+                "metadata.name",
+                "FieldValueInvalid",
+                f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of lower '
+                f"case alphanumeric characters, '-' or '.', and must start and end with an "
+                f"alphanumeric character",
+            )
+        ]
     return []
 
 
 def _key_causes(field: str, key: str) -> list[Cause]:
     prefix, _, name = key.rpartition("/")
-    if (prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix))) or \
-            len(name) > 63 or not _QUALIFIED_NAME.match(name):
-        return [(field, "FieldValueInvalid",
-                 f'Invalid value: "{key}": name part must consist of alphanumeric characters, '
-                 f"'-', '_' or '.', and must start and end with an alphanumeric character")]
+    if (
+        (prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)))
+        or len(name) > 63
+        or not _QUALIFIED_NAME.match(name)
+    ):
+        return [
+            (
+                field,
+                "FieldValueInvalid",
+                f'Invalid value: "{key}": name part must consist of alphanumeric characters, '
+                f"'-', '_' or '.', and must start and end with an alphanumeric character",
+            )
+        ]
     return []
 
 
@@ -81,15 +114,25 @@ def _metadata_causes(metadata: Mapping[str, Any]) -> list[Cause]:
     for key, value in (metadata.get("labels") or {}).items():
         causes += _key_causes("metadata.labels", key)
         if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
-            causes.append(("metadata.labels", "FieldValueInvalid",
-                           f'Invalid value: "{value}": a valid label must be an empty string or '
-                           f"consist of alphanumeric characters, '-', '_' or '.', and must start "
-                           f"and end with an alphanumeric character"))
+            causes.append(
+                (
+                    "metadata.labels",
+                    "FieldValueInvalid",
+                    f'Invalid value: "{value}": a valid label must be an empty string or '
+                    f"consist of alphanumeric characters, '-', '_' or '.', and must start "
+                    f"and end with an alphanumeric character",
+                )
+            )
     for key, value in (metadata.get("annotations") or {}).items():
         causes += _key_causes("metadata.annotations", key)
         if not isinstance(value, str):
-            causes.append(("metadata.annotations", "FieldValueInvalid",
-                           f"Invalid value: {value!r}: annotation values must be strings"))
+            causes.append(
+                (
+                    "metadata.annotations",
+                    "FieldValueInvalid",
+                    f"Invalid value: {value!r}: annotation values must be strings",
+                )
+            )
     return causes
 
 
@@ -103,23 +146,43 @@ def _resources_causes(path: str, resources: Mapping[str, Any]) -> list[Cause]:
             try:
                 parsed[which][name] = parse_quantity(value)
             except ValueError as exc:
-                causes.append((f"{path}.{which}[{name}]", "FieldValueInvalid",
-                               f'Invalid value: "{value}": {exc}'))
+                causes.append(
+                    (
+                        f"{path}.{which}[{name}]",
+                        "FieldValueInvalid",
+                        f'Invalid value: "{value}": {exc}',
+                    )
+                )
     for name, request in parsed["requests"].items():
         limit = parsed["limits"].get(name)
         extended = "/" in name and not name.startswith(("kubernetes.io/", "hugepages-"))
         if extended:
             if request.denominator != 1:
-                causes.append((f"{path}.requests[{name}]", "FieldValueInvalid",
-                               f'Invalid value: "{requests[name]}": must be an integer'))
+                causes.append(
+                    (
+                        f"{path}.requests[{name}]",
+                        "FieldValueInvalid",
+                        f'Invalid value: "{requests[name]}": must be an integer',
+                    )
+                )
             if limit is None or limit != request:
-                causes.append((f"{path}.requests[{name}]", "FieldValueInvalid",
-                               f'Invalid value: "{requests[name]}": must be equal to {name} limit'
-                               + (f" of {limits[name]}" if limit is not None else "")))
+                causes.append(
+                    (
+                        f"{path}.requests[{name}]",
+                        "FieldValueInvalid",
+                        f'Invalid value: "{requests[name]}": must be equal to {name} limit'
+                        + (f" of {limits[name]}" if limit is not None else ""),
+                    )
+                )
         elif limit is not None and request > limit:
-            causes.append((f"{path}.requests[{name}]", "FieldValueInvalid",
-                           f'Invalid value: "{requests[name]}": must be less than or equal to '
-                           f"{name} limit of {limits[name]}"))
+            causes.append(
+                (
+                    f"{path}.requests[{name}]",
+                    "FieldValueInvalid",
+                    f'Invalid value: "{requests[name]}": must be less than or equal to '
+                    f"{name} limit of {limits[name]}",
+                )
+            )
     return causes
 
 
@@ -138,9 +201,15 @@ def _pod_spec_causes(path: str, spec: Mapping[str, Any] | None) -> list[Cause]:
             if not name:
                 causes.append((f"{here}.name", "FieldValueRequired", "Required value"))
             elif not _DNS1123_LABEL.match(name) or len(name) > 63:
-                causes.append((f"{here}.name", "FieldValueInvalid", f'Invalid value: "{name}": a '
-                               f"lowercase RFC 1123 label must consist of lower case alphanumeric "
-                               f"characters or '-'"))
+                causes.append(
+                    (
+                        f"{here}.name",
+                        "FieldValueInvalid",
+                        f'Invalid value: "{name}": a '
+                        f"lowercase RFC 1123 label must consist of lower case alphanumeric "
+                        f"characters or '-'",
+                    )
+                )
             elif name in seen:
                 causes.append((f"{here}.name", "FieldValueDuplicate", f'Duplicate value: "{name}"'))
             seen.add(name)
@@ -149,9 +218,13 @@ def _pod_spec_causes(path: str, spec: Mapping[str, Any] | None) -> list[Cause]:
             causes += _resources_causes(f"{here}.resources", container.get("resources") or {})
     policy = spec.get("restartPolicy")
     if policy not in (None, "Always", "OnFailure", "Never"):
-        causes.append((f"{path}.restartPolicy", "FieldValueNotSupported",
-                       f'Unsupported value: "{policy}": supported values: "Always", "OnFailure", '
-                       f'"Never"'))
+        causes.append(
+            (
+                f"{path}.restartPolicy",
+                "FieldValueNotSupported",
+                f'Unsupported value: "{policy}": supported values: "Always", "OnFailure", "Never"',
+            )
+        )
     return causes
 
 
@@ -172,37 +245,77 @@ def _kind_causes(rt: ResourceType, obj: Mapping[str, Any]) -> list[Cause]:
         causes = _pod_spec_causes("spec.template.spec", template.get("spec"))
         policy = (template.get("spec") or {}).get("restartPolicy")
         if policy not in ("OnFailure", "Never"):
-            causes.append(("spec.template.spec.restartPolicy", "FieldValueNotSupported",
-                           f'Unsupported value: "{policy}": supported values: "OnFailure", "Never"'))
+            causes.append(
+                (
+                    "spec.template.spec.restartPolicy",
+                    "FieldValueNotSupported",
+                    f'Unsupported value: "{policy}": supported values: "OnFailure", "Never"',
+                )
+            )
         if spec.get("completionMode") == "Indexed" and spec.get("completions") is None:
-            causes.append(("spec.completions", "FieldValueRequired",
-                           "Required value: when completion mode is Indexed"))
+            causes.append(
+                (
+                    "spec.completions",
+                    "FieldValueRequired",
+                    "Required value: when completion mode is Indexed",
+                )
+            )
         for field in ("parallelism", "completions", "backoffLimit"):
             if isinstance(spec.get(field), int) and spec[field] < 0:
-                causes.append((f"spec.{field}", "FieldValueInvalid",
-                               f"Invalid value: {spec[field]}: must be greater than or equal to 0"))
+                causes.append(
+                    (
+                        f"spec.{field}",
+                        "FieldValueInvalid",
+                        f"Invalid value: {spec[field]}: must be greater than or equal to 0",
+                    )
+                )
         if spec.get("manualSelector") or spec.get("selector") and not spec.get("manualSelector"):
             labels = (template.get("metadata") or {}).get("labels") or {}
             if spec.get("selector") and not _selector_matches(spec["selector"], labels):
-                causes.append(("spec.template.metadata.labels", "FieldValueInvalid",
-                               "Invalid value: `selector` does not match template `labels`"))
+                causes.append(
+                    (
+                        "spec.template.metadata.labels",
+                        "FieldValueInvalid",
+                        "Invalid value: `selector` does not match template `labels`",
+                    )
+                )
         return causes
-    if key in (("apps", "Deployment"), ("apps", "ReplicaSet"), ("apps", "StatefulSet"),
-               ("apps", "DaemonSet")):
+    if key in (
+        ("apps", "Deployment"),
+        ("apps", "ReplicaSet"),
+        ("apps", "StatefulSet"),
+        ("apps", "DaemonSet"),
+    ):
         template = spec.get("template") or {}
         causes = _pod_spec_causes("spec.template.spec", template.get("spec"))
         if not spec.get("selector"):
             causes.append(("spec.selector", "FieldValueRequired", "Required value"))
-        elif not _selector_matches(spec["selector"], (template.get("metadata") or {}).get("labels") or {}):
-            causes.append(("spec.template.metadata.labels", "FieldValueInvalid",
-                           "Invalid value: `selector` does not match template `labels`"))
+        elif not _selector_matches(
+            spec["selector"], (template.get("metadata") or {}).get("labels") or {}
+        ):
+            causes.append(
+                (
+                    "spec.template.metadata.labels",
+                    "FieldValueInvalid",
+                    "Invalid value: `selector` does not match template `labels`",
+                )
+            )
         policy = (template.get("spec") or {}).get("restartPolicy", "Always")
         if policy != "Always":
-            causes.append(("spec.template.spec.restartPolicy", "FieldValueNotSupported",
-                           f'Unsupported value: "{policy}": supported values: "Always"'))
+            causes.append(
+                (
+                    "spec.template.spec.restartPolicy",
+                    "FieldValueNotSupported",
+                    f'Unsupported value: "{policy}": supported values: "Always"',
+                )
+            )
         return causes
     if key == ("", "Service"):
-        if spec.get("type") != "ExternalName" and spec.get("clusterIP") != "None" and not spec.get("ports"):
+        if (
+            spec.get("type") != "ExternalName"
+            and spec.get("clusterIP") != "None"
+            and not spec.get("ports")
+        ):
             return [("spec.ports", "FieldValueRequired", "Required value")]
         ports = spec.get("ports") or []
         if len(ports) > 1 and not all(p.get("name") for p in ports):
@@ -212,8 +325,14 @@ def _kind_causes(rt: ResourceType, obj: Mapping[str, Any]) -> list[Cause]:
         names = spec.get("names") or {}
         expected = f"{names.get('plural')}.{spec.get('group')}"
         if obj["metadata"].get("name") != expected:
-            return [("metadata.name", "FieldValueInvalid",
-                     f'Invalid value: "{obj["metadata"].get("name")}": must be spec.names.plural+"."+spec.group')]
+            return [
+                (
+                    "metadata.name",
+                    "FieldValueInvalid",
+                    f'Invalid value: "{obj["metadata"].get("name")}": '
+                    'must be spec.names.plural+"."+spec.group',
+                )
+            ]
         if not spec.get("versions"):
             return [("spec.versions", "FieldValueRequired", "Required value")]
         return []
@@ -249,14 +368,23 @@ def validate_update(rt: ResourceType, old: Mapping[str, Any], new: Mapping[str, 
     causes: list[Cause] = []
     key = (rt.group, rt.kind)
     if key == ("", "Pod"):
-        mutable = ("containers.image", "activeDeadlineSeconds", "tolerations",
-                   "terminationGracePeriodSeconds")
+        mutable = (
+            "containers.image",
+            "activeDeadlineSeconds",
+            "tolerations",
+            "terminationGracePeriodSeconds",
+        )
         if _without(old_spec, *mutable) != _without(new_spec, *mutable):
-            causes.append(("spec", "FieldValueForbidden",
-                           "Forbidden: pod updates may not change fields other than "
-                           "`spec.containers[*].image`,`spec.initContainers[*].image`,"
-                           "`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to "
-                           "existing tolerations),`spec.terminationGracePeriodSeconds`"))
+            causes.append(
+                (
+                    "spec",
+                    "FieldValueForbidden",
+                    "Forbidden: pod updates may not change fields other than "
+                    "`spec.containers[*].image`,`spec.initContainers[*].image`,"
+                    "`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to "
+                    "existing tolerations),`spec.terminationGracePeriodSeconds`",
+                )
+            )
     elif key == ("batch", "Job"):
         for field in ("selector", "completionMode"):
             if old_spec.get(field) != new_spec.get(field):

@@ -3,9 +3,10 @@
 A Deployment owns one ReplicaSet per pod template (named ``{deployment}-{pod-template-hash}``, with
 the ``pod-template-hash`` label), which owns ``replicas`` pods. A new template scales the new
 ReplicaSet up and the old ones to zero at once (no surge/unavailability pacing), and the statuses
-(``replicas``, ``readyReplicas``, ``availableReplicas``, ``updatedReplicas``, ``observedGeneration``,
-``Available``/``Progressing`` conditions, the ``deployment.kubernetes.io/revision`` annotation) follow
-the pods. Not emulated: rolling-update pacing, ``minReadySeconds``, ``paused``, rollbacks,
+(``replicas``, ``readyReplicas``, ``availableReplicas``, ``updatedReplicas``,
+``observedGeneration``,
+``Available``/``Progressing`` conditions, the ``deployment.kubernetes.io/revision`` annotation)
+follow the pods. Not emulated: rolling-update pacing, ``minReadySeconds``, ``paused``, rollbacks,
 StatefulSets and DaemonSets (stored only).
 """
 
@@ -33,8 +34,10 @@ def template_hash(template: dict[str, Any]) -> str:
 
 
 def _ready(pod: dict[str, Any]) -> bool:
-    return any(c["type"] == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
+    return any(
+        c["type"] == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
 
 
 def _owned(objects: list[dict[str, Any]], kind: str) -> dict[str, list[dict[str, Any]]]:
@@ -57,7 +60,11 @@ class ReplicaSetController(Controller):
             if rs["metadata"].get("deletionTimestamp"):
                 continue
             owned = pods.get(rs["metadata"]["uid"], [])
-            active = [p for p in owned if not is_terminal(p) and not p["metadata"].get("deletionTimestamp")]
+            active = [
+                p
+                for p in owned
+                if not is_terminal(p) and not p["metadata"].get("deletionTimestamp")
+            ]
             want = int((rs.get("spec") or {}).get("replicas", 1))
             for _ in range(want - len(active)):
                 pod = self._create_pod(rs)
@@ -65,19 +72,31 @@ class ReplicaSetController(Controller):
                     break
                 active.append(pod)
             if len(active) > want:
-                doomed = sorted(active, key=lambda p: (_ready(p), p["metadata"]["creationTimestamp"]))
-                for pod in doomed[:len(active) - want]:
+                doomed = sorted(
+                    active, key=lambda p: (_ready(p), p["metadata"]["creationTimestamp"])
+                )
+                for pod in doomed[: len(active) - want]:
                     try:
-                        self.store.delete(pods_rt, pod["metadata"]["namespace"],
-                                          pod["metadata"]["name"], DeleteOptions())
+                        self.store.delete(
+                            pods_rt,
+                            pod["metadata"]["namespace"],
+                            pod["metadata"]["name"],
+                            DeleteOptions(),
+                        )
                     except ApiError:
                         pass
                     active.remove(pod)
             ready = sum(1 for p in active if _ready(p))
-            status = {"replicas": len(active), "fullyLabeledReplicas": len(active),
-                      "readyReplicas": ready, "availableReplicas": ready,
-                      "observedGeneration": rs["metadata"].get("generation", 1)}
-            status = {k: v for k, v in status.items() if v or k in ("replicas", "observedGeneration")}
+            status = {
+                "replicas": len(active),
+                "fullyLabeledReplicas": len(active),
+                "readyReplicas": ready,
+                "availableReplicas": ready,
+                "observedGeneration": rs["metadata"].get("generation", 1),
+            }
+            status = {
+                k: v for k, v in status.items() if v or k in ("replicas", "observedGeneration")
+            }
             if status != rs.get("status"):
                 new = copy.deepcopy(rs)
                 new["status"] = status
@@ -86,23 +105,37 @@ class ReplicaSetController(Controller):
     def _create_pod(self, rs: dict[str, Any]) -> dict[str, Any] | None:
         template = copy.deepcopy((rs.get("spec") or {}).get("template") or {})
         meta = template.get("metadata") or {}
-        pod = {"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"generateName": f"{rs['metadata']['name']}-",
-                            "labels": dict(meta.get("labels") or {}),
-                            "annotations": dict(meta.get("annotations") or {}),
-                            "ownerReferences": [owner_reference(rs)]},
-               "spec": template.get("spec") or {}}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "generateName": f"{rs['metadata']['name']}-",
+                "labels": dict(meta.get("labels") or {}),
+                "annotations": dict(meta.get("annotations") or {}),
+                "ownerReferences": [owner_reference(rs)],
+            },
+            "spec": template.get("spec") or {},
+        }
         try:
-            created = self.store.create(self.emulator.rt("pods"), pod, rs["metadata"]["namespace"],
-                                        internal=True)
+            created = self.store.create(
+                self.emulator.rt("pods"), pod, rs["metadata"]["namespace"], internal=True
+            )
         except ApiError as error:
-            self.emulator.events.record(rs, "Warning", "FailedCreate",
-                                        f"Error creating: {error.message}",
-                                        component="replicaset-controller")
+            self.emulator.events.record(
+                rs,
+                "Warning",
+                "FailedCreate",
+                f"Error creating: {error.message}",
+                component="replicaset-controller",
+            )
             return None
-        self.emulator.events.record(rs, "Normal", "SuccessfulCreate",
-                                    f"Created pod: {created['metadata']['name']}",
-                                    component="replicaset-controller")
+        self.emulator.events.record(
+            rs,
+            "Normal",
+            "SuccessfulCreate",
+            f"Created pod: {created['metadata']['name']}",
+            component="replicaset-controller",
+        )
         return created
 
 
@@ -111,7 +144,10 @@ class DeploymentController(Controller):
     watches = (("apps", "deployments"), ("apps", "replicasets"))
 
     def reconcile(self) -> None:
-        deploy_rt, rs_rt = self.emulator.rt("deployments", "apps"), self.emulator.rt("replicasets", "apps")
+        deploy_rt, rs_rt = (
+            self.emulator.rt("deployments", "apps"),
+            self.emulator.rt("replicasets", "apps"),
+        )
         sets = _owned(self.store.list(rs_rt), "Deployment")
         for deployment in self.store.list(deploy_rt):
             if deployment["metadata"].get("deletionTimestamp"):
@@ -124,30 +160,51 @@ class DeploymentController(Controller):
         template = copy.deepcopy(spec.get("template") or {})
         pod_hash = template_hash(template)
         replicas = int(spec.get("replicas", 1))
-        current = next((rs for rs in owned
-                        if rs["metadata"].get("labels", {}).get("pod-template-hash") == pod_hash), None)
-        revisions = [int(rs["metadata"].get("annotations", {}).get(
-            "deployment.kubernetes.io/revision", "0")) for rs in owned]
+        current = next(
+            (
+                rs
+                for rs in owned
+                if rs["metadata"].get("labels", {}).get("pod-template-hash") == pod_hash
+            ),
+            None,
+        )
+        revisions = [
+            int(rs["metadata"].get("annotations", {}).get("deployment.kubernetes.io/revision", "0"))
+            for rs in owned
+        ]
         if current is None:
-            template.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = pod_hash
+            template.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = (
+                pod_hash
+            )
             selector = copy.deepcopy(spec.get("selector") or {})
             selector.setdefault("matchLabels", {})["pod-template-hash"] = pod_hash
-            rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                  "metadata": {"name": f"{deployment['metadata']['name']}-{pod_hash}",
-                               "labels": {**(template["metadata"].get("labels") or {})},
-                               "annotations": {"deployment.kubernetes.io/revision":
-                                               str(max(revisions, default=0) + 1),
-                                               "deployment.kubernetes.io/desired-replicas": str(replicas)},
-                               "ownerReferences": [owner_reference(deployment)]},
-                  "spec": {"replicas": replicas, "selector": selector, "template": template}}
+            rs = {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "metadata": {
+                    "name": f"{deployment['metadata']['name']}-{pod_hash}",
+                    "labels": {**(template["metadata"].get("labels") or {})},
+                    "annotations": {
+                        "deployment.kubernetes.io/revision": str(max(revisions, default=0) + 1),
+                        "deployment.kubernetes.io/desired-replicas": str(replicas),
+                    },
+                    "ownerReferences": [owner_reference(deployment)],
+                },
+                "spec": {"replicas": replicas, "selector": selector, "template": template},
+            }
             try:
-                current = self.store.create(rs_rt, rs, deployment["metadata"]["namespace"],
-                                            internal=True)
+                current = self.store.create(
+                    rs_rt, rs, deployment["metadata"]["namespace"], internal=True
+                )
             except ApiError:
                 return
-            self.emulator.events.record(deployment, "Normal", "ScalingReplicaSet",
-                                        f"Scaled up replica set {current['metadata']['name']} "
-                                        f"from 0 to {replicas}", component="deployment-controller")
+            self.emulator.events.record(
+                deployment,
+                "Normal",
+                "ScalingReplicaSet",
+                f"Scaled up replica set {current['metadata']['name']} from 0 to {replicas}",
+                component="deployment-controller",
+            )
             owned = owned + [current]
         for rs in owned:
             want = replicas if rs is current else 0
@@ -159,9 +216,13 @@ class DeploymentController(Controller):
         ready = sum(int((rs.get("status") or {}).get("readyReplicas", 0)) for rs in owned)
         updated = int((current.get("status") or {}).get("replicas", 0))
         status = copy.deepcopy(deployment.get("status") or {})
-        status.update(observedGeneration=deployment["metadata"].get("generation", 1),
-                      replicas=total, updatedReplicas=updated, readyReplicas=ready,
-                      availableReplicas=ready)
+        status.update(
+            observedGeneration=deployment["metadata"].get("generation", 1),
+            replicas=total,
+            updatedReplicas=updated,
+            readyReplicas=ready,
+            availableReplicas=ready,
+        )
         unavailable = max(replicas - ready, 0)
         if unavailable:
             status["unavailableReplicas"] = unavailable
@@ -171,20 +232,33 @@ class DeploymentController(Controller):
             if not status[key]:
                 del status[key]
         available = ready >= replicas
-        set_condition(status, "Available", "True" if available else "False",
-                      "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
-                      "Deployment has minimum availability." if available
-                      else "Deployment does not have minimum availability.")
+        set_condition(
+            status,
+            "Available",
+            "True" if available else "False",
+            "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+            "Deployment has minimum availability."
+            if available
+            else "Deployment does not have minimum availability.",
+        )
         done = available and updated == replicas and total == replicas
-        set_condition(status, "Progressing", "True",
-                      "NewReplicaSetAvailable" if done else "ReplicaSetUpdated",
-                      f'ReplicaSet "{current["metadata"]["name"]}" '
-                      + ("has successfully progressed." if done else "is progressing."))
+        set_condition(
+            status,
+            "Progressing",
+            "True",
+            "NewReplicaSetAvailable" if done else "ReplicaSetUpdated",
+            f'ReplicaSet "{current["metadata"]["name"]}" '
+            + ("has successfully progressed." if done else "is progressing."),
+        )
         if status != deployment.get("status"):
             annotations = deployment["metadata"].get("annotations") or {}
             new = copy.deepcopy(deployment)
             new["status"] = status
-            revision = current["metadata"].get("annotations", {}).get("deployment.kubernetes.io/revision")
+            revision = (
+                current["metadata"].get("annotations", {}).get("deployment.kubernetes.io/revision")
+            )
             if revision and annotations.get("deployment.kubernetes.io/revision") != revision:
-                new["metadata"].setdefault("annotations", {})["deployment.kubernetes.io/revision"] = revision
+                new["metadata"].setdefault("annotations", {})[
+                    "deployment.kubernetes.io/revision"
+                ] = revision
             self.store.write(self.emulator.rt("deployments", "apps"), deployment, new)
