@@ -322,7 +322,7 @@ def safe_dir_name(name: str) -> str:
 class LocalProfileSpawner(SimpleLocalProcessSpawner):
     """kubelab's profile chooser, with each server a local process (see the module docstring)."""
 
-    config_file = Unicode(
+    kubelab_config = Unicode(
         config=True,
         help="""The kubelab admin config (kubelab.yaml) the chooser is built from.
 
@@ -333,8 +333,8 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
         """,
     )
 
-    @default("config_file")
-    def _config_file_default(self) -> str:
+    @default("kubelab_config")
+    def _kubelab_config_default(self) -> str:
         return _default_config_file()
 
     state_dir = Unicode(
@@ -485,10 +485,10 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
     # -- what the user is and may use --------------------------------------------------------
 
     @property
-    def kubelab_config(self) -> KubelabConfig:
-        if not self.config_file:
-            raise web.HTTPError(500, "kubelab: no admin config (set LocalProfileSpawner.config_file)")
-        return _cached_config(self.config_file)
+    def kubelab(self) -> KubelabConfig:
+        if not self.kubelab_config:
+            raise web.HTTPError(500, "kubelab: no admin config (set LocalProfileSpawner.kubelab_config)")
+        return _cached_config(self.kubelab_config)
 
     def user_info(self) -> UserInfo:
         return UserInfo.of(self.user.name, [g.name for g in getattr(self.user, "groups", [])])
@@ -521,7 +521,7 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
 
     def availability(self) -> Availability:
         """What this machine can give now, for the chooser and for validation."""
-        config = self.kubelab_config
+        config = self.kubelab
         user = self.user_info()
         inventory = self.inventory()
         gpus: dict[str, GpuAvailability] = {}
@@ -559,7 +559,7 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
     # -- the chooser and validation ----------------------------------------------------------
 
     def render_options_form(self) -> str:
-        config = self.kubelab_config
+        config = self.kubelab
         user = self.user_info()
         form = render_form(
             config, user, self.availability(), user_options=self.user_options or None,
@@ -598,7 +598,7 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
         """Validate untrusted *user_options* (form or REST API); HTTP 400 with the reason."""
         try:
             choice = validate_user_options(
-                self.kubelab_config, self.user_info(), user_options, self.availability(),
+                self.kubelab, self.user_info(), user_options, self.availability(),
                 refuse_unavailable=True,
             )
         except InvalidOptions as e:
@@ -721,7 +721,7 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
         choice = self.choice
         env["KUBELAB_BACKEND"] = "local"
         env["KUBELAB_DATA_DIR"] = self.state_dir
-        env["KUBELAB_CONFIG"] = self.config_file
+        env["KUBELAB_CONFIG"] = self.kubelab_config
         # no GPU unless chosen: a CPU server must not see (and grab) GPUs given to others
         env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpu_devices_held)
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # indexes mean what nvidia-smi says they mean

@@ -350,6 +350,25 @@ _PROXY_LAUNCH = (
 )
 
 
+#: what ``kubelab up`` needs beyond the core: module → what it is for
+NEEDED = {
+    "jupyterhub": "the hub",
+    "configurable_http_proxy": "the proxy (Python configurable-http-proxy)",
+    "jupyter_server": "the users' servers",
+    "jupyterlab": "JupyterLab",
+    "psutil": "stopping everything it started",
+}
+
+
+def check_installed() -> None:
+    missing = [f"{name} ({why})" for name, why in NEEDED.items()
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UpError(
+            "missing: " + ", ".join(missing) + ". Install them with: pip install 'kubelab[all]'"
+        )
+
+
 def proxy_command() -> list[str]:
     if importlib.util.find_spec("configurable_http_proxy") is None:
         raise UpError(
@@ -403,7 +422,7 @@ def configure_hub(c: Any, settings: dict[str, Any]) -> None:
     }]
 
     c.JupyterHub.spawner_class = "kubelab.spawner.local.LocalProfileSpawner"
-    c.LocalProfileSpawner.config_file = str(settings["config_path"])
+    c.LocalProfileSpawner.kubelab_config = str(settings["config_path"])
     c.LocalProfileSpawner.state_dir = str(state)
     c.Spawner.default_url = "/lab"
     c.Spawner.start_timeout = 120
@@ -450,6 +469,7 @@ class Supervisor:
     def prepare(self) -> dict[str, Any]:
         """Create or reuse the state dir; return the settings the hub is configured from."""
         o = self.options
+        check_installed()
         try:
             self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
             for sub in ("run", "logs", "logs/servers", "users"):

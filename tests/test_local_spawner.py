@@ -116,7 +116,7 @@ def make_spawner(tmp_path: Path, user: str = "alice", groups: tuple[str, ...] = 
     traits.setdefault("gpu_detect_command", ["kubelab-test-no-such-nvidia-smi", "-L"])
     return LocalProfileSpawner(
         user=FakeUser(user, [FakeGroup(g) for g in groups]),
-        config_file=str(config),
+        kubelab_config=str(config),
         state_dir=str(tmp_path / "state"),
         **traits,
     )
@@ -253,7 +253,7 @@ def test_the_local_spawner_validates_with_the_shared_code(tmp_path: Path) -> Non
     spawner = make_spawner(tmp_path, groups=("vision",))
     options = {"profile": "vision", "datasets": ["shared", "vision-data"]}
     mine = spawner.check_user_options(options)
-    shared = validate_user_options(spawner.kubelab_config, spawner.user_info(), options,
+    shared = validate_user_options(spawner.kubelab, spawner.user_info(), options,
                                    spawner.availability(), refuse_unavailable=True)
     assert mine == shared
     form = spawner.render_options_form()
@@ -273,15 +273,15 @@ def test_the_form_says_what_this_machine_does_not_enforce(tmp_path: Path) -> Non
 
 def test_the_config_is_reread_when_changed_and_a_broken_edit_keeps_the_last_good(tmp_path: Path) -> None:
     spawner = make_spawner(tmp_path)
-    assert len(spawner.kubelab_config.profiles) == 3
-    path = Path(spawner.config_file)
+    assert len(spawner.kubelab.profiles) == 3
+    path = Path(spawner.kubelab_config)
     text = path.read_text()
     path.write_text(text.replace("display_name: CPU\n", "display_name: CPU box\n"))
     os.utime(path, (1, 1))
-    assert spawner.kubelab_config.profiles[0].display_name == "CPU box"
+    assert spawner.kubelab.profiles[0].display_name == "CPU box"
     path.write_text("profiles: nope\n")
     os.utime(path, (2, 2))
-    assert spawner.kubelab_config.profiles[0].display_name == "CPU box"
+    assert spawner.kubelab.profiles[0].display_name == "CPU box"
 
 
 # -- datasets ----------------------------------------------------------------------------------------
@@ -314,7 +314,7 @@ def test_a_dataset_link_never_replaces_a_users_file_or_leaves_the_dataset(tmp_pa
 
     # a symlink inside the dataset pointing out of it cannot be used as a sub path
     (home / "data" / "shared").rmdir()
-    dataset = Path(spawner.kubelab_config.dataset("shared").source.host_path.path)  # type: ignore[union-attr]
+    dataset = Path(spawner.kubelab.dataset("shared").source.host_path.path)  # type: ignore[union-attr]
     (dataset / "escape").symlink_to(tmp_path)
     choice = spawner.check_user_options({"datasets": [{"name": "shared", "sub_path": "escape"}]})
     with pytest.raises(web.HTTPError) as e:
@@ -391,7 +391,7 @@ def test_the_working_dir_is_per_user_under_the_state_dir(tmp_path: Path) -> None
 
 def test_every_setting_is_a_documented_config_traitlet() -> None:
     own = set(LocalProfileSpawner.class_own_traits(config=True))
-    assert {"config_file", "state_dir", "gpu_detect_command", "gpu_devices", "gpu_models",
+    assert {"kubelab_config", "state_dir", "gpu_detect_command", "gpu_devices", "gpu_models",
             "gpu_cache_seconds", "enforce_memory_limit", "cgroup_parent", "server_log_dir",
             "home_dir_template"} <= own
     for name in own:

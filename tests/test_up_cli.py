@@ -150,7 +150,7 @@ def test_the_hub_config_logs_in_with_passwords_and_uses_the_local_spawner(tmp_pa
     assert c.SharedPasswordAuthenticator.admin_password == secrets["admin_password"]
     assert c.Authenticator.allow_all is False  # only users the admin adds may log in
     assert c.JupyterHub.spawner_class == "kubelab.spawner.local.LocalProfileSpawner"
-    assert c.LocalProfileSpawner.config_file == str(config_path)
+    assert c.LocalProfileSpawner.kubelab_config == str(config_path)
     assert (c.JupyterHub.ip, c.JupyterHub.hub_ip) == ("127.0.0.1", "127.0.0.1")
     assert c.JupyterHub.load_groups == {"ml": {}}
     assert c.JupyterHub.db_url.endswith(str(tmp_path / "jupyterhub.sqlite"))
