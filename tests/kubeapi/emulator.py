@@ -252,6 +252,7 @@ class Emulator:
         self._end_streams()
         for controller in self.controllers:
             controller.reset()
+        self.events.reset()
         self.store.objects.clear()
         self.store.compact()
         self.store.rng.seed(0)

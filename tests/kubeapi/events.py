@@ -21,6 +21,11 @@ __all__ = ["EventRecorder"]
 class EventRecorder:
     def __init__(self, store: Store) -> None:
         self.store = store
+        #: (namespace, involved uid, reason, message) -> event name, for deduplication
+        self._index: dict[tuple[str, str, str, str], str] = {}
+
+    def reset(self) -> None:
+        self._index.clear()
 
     @property
     def _events(self) -> ResourceType:
@@ -52,18 +57,14 @@ class EventRecorder:
         }
         if not involved["namespace"]:
             involved.pop("namespace")
-        for existing in self.store.list(self._events, namespace):
-            ref = existing.get("involvedObject") or {}
-            if (
-                ref.get("uid") == meta["uid"]
-                and existing.get("reason") == reason
-                and existing.get("message") == message
-            ):
-                new = copy.deepcopy(existing)
-                new["count"] = int(existing.get("count") or 1) + 1
-                new["lastTimestamp"] = rfc3339()
-                self.store.write(self._events, existing, new)
-                return
+        key = (namespace, meta["uid"], reason, message)
+        existing = self.store.get(self._events, namespace, self._index.get(key, ""))
+        if existing is not None:
+            new = copy.deepcopy(existing)
+            new["count"] = int(existing.get("count") or 1) + 1
+            new["lastTimestamp"] = rfc3339()
+            self.store.write(self._events, existing, new)
+            return
         stamp = rfc3339()
         source = {"component": component}
         if host:
@@ -89,5 +90,6 @@ class EventRecorder:
         }
         try:
             self.store.create(self._events, event, namespace, internal=True)
+            self._index[key] = event["metadata"]["name"]
         except ApiError:
             pass  # e.g. the namespace is terminating: the real recorder drops the event too

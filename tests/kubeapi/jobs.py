@@ -83,13 +83,18 @@ class JobController(Controller):
 
     def reconcile(self) -> None:
         jobs_rt, pods_rt = self.emulator.rt("jobs", "batch"), self.emulator.rt("pods")
+        jobs = self.store.list(jobs_rt)
+        if not jobs:
+            self.counted.clear()
+            self.finished_at.clear()
+            return
         pods_by_job: dict[str, list[dict[str, Any]]] = {}
         for pod in self.store.list(pods_rt):
             owner = controller_of(pod)
             if owner is not None and owner.get("kind") == "Job":
                 pods_by_job.setdefault(owner["uid"], []).append(pod)
         uids = set()
-        for job in self.store.list(jobs_rt):
+        for job in jobs:
             uids.add(job["metadata"]["uid"])
             self._sync(job, pods_by_job.get(job["metadata"]["uid"], []))
         for uid in set(self.counted) - uids:

@@ -32,6 +32,7 @@ from .controller import Controller
 from .errors import ApiError
 from .meta import annotations_of, controller_of, rfc3339
 from .scheduler import is_terminal, set_condition
+from .store import WatchEvent
 
 __all__ = ["Kubelet", "LogBuffer", "ANNOTATION_PREFIX"]
 
@@ -96,6 +97,10 @@ class Kubelet(Controller):
     def __init__(self, emulator: Any) -> None:
         super().__init__(emulator)
         self.runs: dict[str, _Run] = {}
+        #: (namespace, name) of pods that changed since the last pass
+        self.dirty: set[tuple[str, str]] = set()
+        #: (namespace, name) of pods with a timer pending (start, finish, restart, removal)
+        self.timed: set[tuple[str, str]] = set()
         #: (pod uid, container, run index) -> log
         self.logs: dict[tuple[str, str, int], LogBuffer] = {}
         self.resetting = False
@@ -107,21 +112,52 @@ class Kubelet(Controller):
             buffer.close()
         self.logs.clear()
         self.runs.clear()
+        self.dirty.clear()
+        self.timed.clear()
         self.resetting = False
 
     # --- the reconcile pass -----------------------------------------------------------------------
 
+    def on_event(self, event: WatchEvent) -> None:
+        """Work only on pods that changed (or have a timer due), so a pass does not scale with
+        the number of pods in the cluster."""
+        if event.group_resource == ("", "pods"):
+            meta = event.obj["metadata"]
+            if event.type == "DELETED":
+                self.runs.pop(meta["uid"], None)
+                for key in [k for k in self.logs if k[0] == meta["uid"]]:
+                    self.logs.pop(key).close()
+            else:
+                self.dirty.add((meta["namespace"], meta["name"]))
+                self.kick()
+        elif event.group_resource == ("", "nodes") and event.type == "DELETED":
+            gone = event.obj["metadata"]["name"]
+            for pod in self.store.list(self.emulator.rt("pods")):
+                if (pod.get("spec") or {}).get("nodeName") == gone:
+                    self.dirty.add((pod["metadata"]["namespace"], pod["metadata"]["name"]))
+            self.kick()
+
+    def _later(self, pod: dict[str, Any], delay: float) -> None:
+        self.timed.add((pod["metadata"]["namespace"], pod["metadata"]["name"]))
+        self.kick_later(delay)
+
     def reconcile(self) -> None:
         pods_rt = self.emulator.rt("pods")
+        keys = self.dirty | self.timed
+        self.dirty = set()
+        if not keys:
+            return
         nodes = {n["metadata"]["name"]: n for n in self.store.list(self.emulator.rt("nodes"))}
         now = time.monotonic()
-        alive: set[str] = set()
-        for pod in self.store.list(pods_rt):
+        for key in sorted(keys):
+            pod = self.store.get(pods_rt, *key)
+            if pod is None:
+                self.timed.discard(key)
+                continue
             node_name = (pod.get("spec") or {}).get("nodeName")
             if not node_name:
                 continue
             uid = pod["metadata"]["uid"]
-            alive.add(uid)
             run = self.runs.setdefault(uid, _Run())
             if node_name not in nodes:
                 # Pod garbage collection: pods bound to a node that is gone are deleted.
@@ -131,6 +167,7 @@ class Kubelet(Controller):
                 self._terminate(pod, run, now)
                 continue
             if is_terminal(pod):
+                self.timed.discard(key)
                 continue
             if not run.started:
                 self._maybe_start(pod, run, nodes[node_name], now)
@@ -143,10 +180,8 @@ class Kubelet(Controller):
                 if now >= when:
                     del run.restart_at[container]
                     self._restart(pod, container)
-        for uid in set(self.runs) - alive:
-            del self.runs[uid]
-            for key in [k for k in self.logs if k[0] == uid]:
-                self.logs.pop(key).close()
+            if run.finish_at is None and not run.restart_at:
+                self.timed.discard(key)
 
     # --- starting ---------------------------------------------------------------------------------
 
@@ -165,7 +200,7 @@ class Kubelet(Controller):
             run.start_at = now + delay
             if delay > 0:
                 self._container_creating(pod)
-                self.kick_later(delay)
+                self._later(pod, delay)
                 return
         if now < run.start_at:
             return
@@ -179,7 +214,7 @@ class Kubelet(Controller):
         ):
             seconds = float(run_seconds or 0)
             run.finish_at = time.monotonic() + seconds
-            self.kick_later(seconds)
+            self._later(pod, seconds)
 
     def _container_creating(self, pod: dict[str, Any]) -> None:
         new = copy.deepcopy(pod)
@@ -511,7 +546,7 @@ class Kubelet(Controller):
                 run.restart_at[state["name"]] = (
                     time.monotonic() + self.emulator.settings.restart_delay
                 )
-                self.kick_later(self.emulator.settings.restart_delay)
+                self._later(pod, self.emulator.settings.restart_delay)
             else:
                 state["state"] = {"terminated": terminated}
         self._settle_phase(new)
@@ -567,7 +602,7 @@ class Kubelet(Controller):
             or _annotation(pod, "fail-times") is not None
         ):
             run.finish_at = time.monotonic() + float(run_seconds or 0)
-            self.kick_later(float(run_seconds or 0))
+            self._later(pod, float(run_seconds or 0))
 
     def _terminate(self, pod: dict[str, Any], run: _Run, now: float) -> None:
         if run.remove_at is None:
@@ -575,7 +610,7 @@ class Kubelet(Controller):
             delay = min(grace, self.emulator.settings.pod_termination_delay)
             run.remove_at = now + delay
             if delay > 0:
-                self.kick_later(delay)
+                self._later(pod, delay)
                 return
         if now < run.remove_at:
             return

@@ -23,88 +23,114 @@ from .store import Admission, DeleteOptions, WatchEvent
 __all__ = ["GarbageCollector", "NamespaceController", "CrdController", "service_account_admission"]
 
 
+Key = tuple[tuple[str, str], str, str]  # (group/plural, namespace, name)
+
+
 class GarbageCollector(Controller):
+    """Indexes owners and dependents from store events, so it only ever looks at objects whose
+    owners changed."""
+
     name = "garbage-collector"
 
     def __init__(self, emulator: Any) -> None:
         super().__init__(emulator)
-        self._gone: set[str] = set()
+        self.uids: dict[str, Key] = {}
+        self.dependents: dict[str, set[Key]] = {}
+        self._check: set[Key] = set()
+        self._foreground: set[Key] = set()
 
     def reset(self) -> None:
         super().reset()
-        self._gone.clear()
+        self.uids.clear()
+        self.dependents.clear()
+        self._check.clear()
+        self._foreground.clear()
 
     def on_event(self, event: WatchEvent) -> None:
         meta = event.obj["metadata"]
+        key: Key = (event.group_resource, event.namespace, meta["name"])
+        for ref in ((event.old or {}).get("metadata") or {}).get("ownerReferences") or []:
+            self.dependents.get(ref.get("uid", ""), set()).discard(key)
         if event.type == "DELETED":
-            self._gone.add(meta["uid"])
+            self.uids.pop(meta["uid"], None)
+            self._check |= self.dependents.pop(meta["uid"], set())
+            self._foreground.discard(key)
+            owners = [
+                self.uids.get(ref.get("uid", "")) for ref in meta.get("ownerReferences") or []
+            ]
+            if self._check or any(owner in self._foreground for owner in owners):
+                self.kick()
+            return
+        self.uids[meta["uid"]] = key
+        refs = meta.get("ownerReferences") or []
+        for ref in refs:
+            self.dependents.setdefault(ref.get("uid", ""), set()).add(key)
+        if refs and any(ref.get("uid") not in self.uids for ref in refs):
+            self._check.add(key)  # a dependent whose owner is already gone is collected too
             self.kick()
-        elif meta.get("deletionTimestamp") and "foregroundDeletion" in (
-            meta.get("finalizers") or []
-        ):
+        if meta.get("deletionTimestamp") and "foregroundDeletion" in (meta.get("finalizers") or []):
+            self._foreground.add(key)
             self.kick()
-        elif event.type == "ADDED" and meta.get("ownerReferences"):
-            self.kick()  # a dependent created after its owner went away is collected too
+        else:
+            self._foreground.discard(key)
+
+    def _get(self, key: Key) -> tuple[Any, dict[str, Any] | None]:
+        rt = self.emulator.registry.preferred(*key[0])
+        obj = self.store.table(key[0]).get((key[1], key[2])) if rt is not None else None
+        return rt, obj
 
     def reconcile(self) -> None:
         store = self.store
-        uids = {obj["metadata"]["uid"] for _, obj in store.iter_all()}
-        # Dependents of owners that are gone.
-        for group_resource, obj in list(store.iter_all()):
+        check, self._check = self._check, set()
+        for key in check:
+            rt, obj = self._get(key)
+            if obj is None or rt is None or obj["metadata"].get("deletionTimestamp"):
+                continue
             refs = obj["metadata"].get("ownerReferences") or []
-            if not refs or obj["metadata"].get("deletionTimestamp"):
+            alive = [ref for ref in refs if ref.get("uid") in self.uids]
+            if len(alive) == len(refs):
                 continue
-            missing = [ref for ref in refs if ref.get("uid") not in uids]
-            if not missing:
-                continue
-            rt = self.emulator.registry.preferred(*group_resource)
-            if rt is None:
-                continue
-            if len(missing) == len(refs):
+            if not alive:
                 try:
                     store.delete(
-                        rt,
-                        obj["metadata"].get("namespace"),
-                        obj["metadata"]["name"],
-                        DeleteOptions(propagation_policy="Background"),
+                        rt, key[1] or None, key[2], DeleteOptions(propagation_policy="Background")
                     )
                 except ApiError:
                     pass
             else:
                 new = copy.deepcopy(obj)
-                new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") in uids]
+                new["metadata"]["ownerReferences"] = alive
                 store.write(rt, obj, new)
-        self._gone.clear()
-        # Owners being deleted in the foreground.
-        for group_resource, obj in list(store.iter_all()):
-            meta = obj["metadata"]
-            if not meta.get("deletionTimestamp") or "foregroundDeletion" not in (
-                meta.get("finalizers") or []
-            ):
+        for key in list(self._foreground):
+            rt, obj = self._get(key)
+            if obj is None or rt is None:
+                self._foreground.discard(key)
                 continue
-            dependents = store.dependents_of(meta["uid"])
-            for rt, dependent in dependents:
+            remaining = False
+            for dependent_key in list(self.dependents.get(obj["metadata"]["uid"], ())):
+                dependent_rt, dependent = self._get(dependent_key)
+                if dependent is None or dependent_rt is None:
+                    continue
+                remaining = True
                 if not dependent["metadata"].get("deletionTimestamp"):
                     try:
                         store.delete(
-                            rt,
-                            dependent["metadata"].get("namespace"),
-                            dependent["metadata"]["name"],
+                            dependent_rt,
+                            dependent_key[1] or None,
+                            dependent_key[2],
                             DeleteOptions(propagation_policy="Foreground"),
                         )
                     except ApiError:
                         pass
-            if not store.dependents_of(meta["uid"]):
-                rt = self.emulator.registry.preferred(*group_resource)
-                if rt is not None:
-                    new = copy.deepcopy(obj)
-                    new["metadata"]["finalizers"] = [
-                        f for f in meta["finalizers"] if f != "foregroundDeletion"
-                    ]
-                    if not new["metadata"]["finalizers"]:
-                        del new["metadata"]["finalizers"]
-                    new["metadata"]["deletionGracePeriodSeconds"] = 0
-                    store.write(rt, obj, new)
+            if not remaining:
+                new = copy.deepcopy(obj)
+                finalizers = [f for f in obj["metadata"]["finalizers"] if f != "foregroundDeletion"]
+                if finalizers:
+                    new["metadata"]["finalizers"] = finalizers
+                else:
+                    new["metadata"].pop("finalizers", None)
+                new["metadata"]["deletionGracePeriodSeconds"] = 0
+                store.write(rt, obj, new)
 
 
 class NamespaceController(Controller):

@@ -23,6 +23,7 @@ from .controller import Controller
 from .meta import rfc3339
 from .quantity import parse_quantity
 from .selectors import LabelRequirement, match_labels
+from .store import WatchEvent
 
 __all__ = ["Scheduler", "pod_requests", "pod_limits", "is_terminal", "set_condition"]
 
@@ -41,9 +42,24 @@ def _container_values(pod: Mapping[str, Any], which: str) -> dict[str, Fraction]
     return total
 
 
+_REQUESTS_CACHE: dict[str, dict[str, Fraction]] = {}
+
+
 def pod_requests(pod: Mapping[str, Any]) -> dict[str, Fraction]:
-    """Effective requests of a pod: max(sum of containers, largest init container) + overhead."""
-    return _container_values(pod, "requests")
+    """Effective requests of a pod: max(sum of containers, largest init container) + overhead.
+
+    Cached by uid: a pod's resources cannot change after creation (in-place resize is not
+    emulated), and the scheduler and quota ask often.
+    """
+    uid = (pod.get("metadata") or {}).get("uid")
+    if uid is None:
+        return _container_values(pod, "requests")
+    cached = _REQUESTS_CACHE.get(uid)
+    if cached is None:
+        if len(_REQUESTS_CACHE) > 100_000:
+            _REQUESTS_CACHE.clear()
+        cached = _REQUESTS_CACHE[uid] = _container_values(pod, "requests")
+    return cached
 
 
 def pod_limits(pod: Mapping[str, Any]) -> dict[str, Fraction]:
@@ -145,31 +161,75 @@ def _affinity_matches(pod: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
 
 
 class Scheduler(Controller):
+    """Keeps per-node usage and the pending pods up to date from store events (so a pass costs
+    what is pending, not what exists), and places pending pods on each pass."""
+
     name = "scheduler"
     watches = (("", "pods"), ("", "nodes"))
 
+    def __init__(self, emulator: Any) -> None:
+        super().__init__(emulator)
+        #: node name -> resource -> requested by the non-terminal pods bound to it
+        self.usage: dict[str, dict[str, Fraction]] = {}
+        #: pod uid -> (node, requests incl. "pods": 1) it contributes to ``usage``
+        self._contributions: dict[str, tuple[str, dict[str, Fraction]]] = {}
+        #: pod uid -> (namespace, name) of pods waiting for a node
+        self.pending: dict[str, tuple[str, str]] = {}
+
+    def reset(self) -> None:
+        super().reset()
+        self.usage.clear()
+        self._contributions.clear()
+        self.pending.clear()
+
+    def on_event(self, event: WatchEvent) -> None:
+        if event.group_resource == ("", "nodes"):
+            if self.pending:
+                self.kick()
+            return
+        if event.group_resource != ("", "pods"):
+            return
+        pod = event.obj
+        uid = pod["metadata"]["uid"]
+        previous = self._contributions.pop(uid, None)
+        if previous is not None:
+            node_usage = self.usage.setdefault(previous[0], {})
+            for resource, value in previous[1].items():
+                node_usage[resource] = node_usage.get(resource, Fraction(0)) - value
+        spec = pod.get("spec") or {}
+        alive = event.type != "DELETED"
+        if alive and spec.get("nodeName") and not is_terminal(pod):
+            requests = {**pod_requests(pod), "pods": Fraction(1)}
+            node_usage = self.usage.setdefault(spec["nodeName"], {})
+            for resource, value in requests.items():
+                node_usage[resource] = node_usage.get(resource, Fraction(0)) + value
+            self._contributions[uid] = (spec["nodeName"], requests)
+        waiting = (
+            alive
+            and not spec.get("nodeName")
+            and spec.get("schedulerName", "default-scheduler") == "default-scheduler"
+            and not pod["metadata"].get("deletionTimestamp")
+            and (pod.get("status") or {}).get("phase") == "Pending"
+        )
+        if waiting:
+            if uid not in self.pending:
+                self.pending[uid] = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+                self.kick()
+        else:
+            self.pending.pop(uid, None)
+            if previous is not None and self.pending:
+                self.kick()  # resources were freed (or moved): waiting pods may fit now
+
     def reconcile(self) -> None:
-        emulator = self.emulator
-        pods_rt, nodes_rt = emulator.rt("pods"), emulator.rt("nodes")
-        nodes = self.store.list(nodes_rt)
-        pods = self.store.list(pods_rt)
-        used: dict[str, dict[str, Fraction]] = {n["metadata"]["name"]: {} for n in nodes}
-        for pod in pods:
-            node_name = (pod.get("spec") or {}).get("nodeName")
-            if node_name in used and not is_terminal(pod):
-                usage = used[node_name]
-                for name, value in pod_requests(pod).items():
-                    usage[name] = usage.get(name, Fraction(0)) + value
-                usage["pods"] = usage.get("pods", Fraction(0)) + 1
-        pending = [
-            p
-            for p in pods
-            if not (p.get("spec") or {}).get("nodeName")
-            and (p.get("spec") or {}).get("schedulerName", "default-scheduler")
-            == "default-scheduler"
-            and not p["metadata"].get("deletionTimestamp")
-            and (p.get("status") or {}).get("phase") == "Pending"
-        ]
+        if not self.pending:
+            return
+        pods_rt = self.emulator.rt("pods")
+        nodes = self.store.list(self.emulator.rt("nodes"))
+        pending = []
+        for namespace, name in list(self.pending.values()):
+            pod = self.store.get(pods_rt, namespace, name)
+            if pod is not None:
+                pending.append(pod)
         pending.sort(
             key=lambda p: (
                 -int((p.get("spec") or {}).get("priority") or 0),
@@ -177,13 +237,9 @@ class Scheduler(Controller):
             )
         )
         for pod in pending:
-            node, message = self._place(pod, nodes, used)
+            node, message = self._place(pod, nodes, self.usage)
             if node is not None:
-                self._bind(pod, node)
-                usage = used[node["metadata"]["name"]]
-                for name, value in pod_requests(pod).items():
-                    usage[name] = usage.get(name, Fraction(0)) + value
-                usage["pods"] = usage.get("pods", Fraction(0)) + 1
+                self._bind(pod, node)  # its event updates self.usage before the next pod
             else:
                 self._unschedulable(pod, message)
 
@@ -216,7 +272,7 @@ class Scheduler(Controller):
                 reasons["node(s) didn't match Pod's node affinity/selector"] += 1
                 continue
             allocatable = (node.get("status") or {}).get("allocatable") or {}
-            usage = used[node["metadata"]["name"]]
+            usage = used.get(node["metadata"]["name"], {})
             short = []
             if usage.get("pods", 0) + 1 > parse_quantity(allocatable.get("pods", "110")):
                 short.append("Too many pods")

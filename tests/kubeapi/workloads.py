@@ -55,8 +55,11 @@ class ReplicaSetController(Controller):
 
     def reconcile(self) -> None:
         rs_rt, pods_rt = self.emulator.rt("replicasets", "apps"), self.emulator.rt("pods")
+        replica_sets = self.store.list(rs_rt)
+        if not replica_sets:
+            return
         pods = _owned(self.store.list(pods_rt), "ReplicaSet")
-        for rs in self.store.list(rs_rt):
+        for rs in replica_sets:
             if rs["metadata"].get("deletionTimestamp"):
                 continue
             owned = pods.get(rs["metadata"]["uid"], [])
