@@ -13,8 +13,8 @@ the watch as a JSON line. Two variants:
 Baseline (the same for both): the transport floor. A trivial aiohttp server, running in its own
 thread and event loop exactly like the emulator, accepts a JSON POST of the same pod and writes it
 as one JSON line to every open streamed GET; the client (bare aiohttp, a persistent streamed GET
-read by a background task, as a watch is) waits for that line. It does the work any HTTP-plus-streaming
-fake would have to do — two loopback hops, JSON encode/decode, a cross-thread handoff — and nothing
+read by a background task, as a watch is) waits for that line. It does the work any
+HTTP-plus-streaming fake would have to do — two loopback hops, JSON encode/decode, a cross-thread handoff — and nothing
 Kubernetes-specific, so the ratio says how much the emulation (and, in the first variant, the
 client library) adds per pod. Pods are not deleted between rounds (deleting would add a second
 round trip to the subject only); the emulator's node has room for all of them.
