@@ -5,19 +5,19 @@ in which it is Running. On the emulator that is one POST, then three store write
 scheduler's binding, the kubelet's Running status) plus four Event objects, each write fanned out to
 the watch as a JSON line. Two variants:
 
-* ``kubeapi: pod create+watch Running (kubernetes_asyncio)`` — the client kubelab and
-  KubeSpawner use, with its model (de)serialization, so the figure is what a test pays per pod;
+* ``kubeapi: pod create+watch Running (kubernetes_asyncio)`` — the client kubelab and KubeSpawner
+  use, with its model (de)serialization, so the figure is what a test pays per pod;
 * ``kubeapi: pod create+watch Running (raw aiohttp)`` — the same HTTP traffic from bare aiohttp, so
   the figure is the server's own cost.
 
 Baseline (the same for both): the transport floor. A trivial aiohttp server, running in its own
 thread and event loop exactly like the emulator, accepts a JSON POST of the same pod and writes it
 as one JSON line to every open streamed GET; the client (bare aiohttp, a persistent streamed GET
-read by a background task, as a watch is) waits for that line. It does the work any
-HTTP-plus-streaming fake would have to do — two loopback hops, JSON encode/decode, a cross-thread handoff — and nothing
-Kubernetes-specific, so the ratio says how much the emulation (and, in the first variant, the
-client library) adds per pod. Pods are not deleted between rounds (deleting would add a second
-round trip to the subject only); the emulator's node has room for all of them.
+read by a background task, as a watch is) waits for that line. It does the work any HTTP-plus-
+streaming fake would have to do — two loopback hops, JSON encode/decode, a cross-thread handoff —
+and nothing Kubernetes-specific, so the ratio says how much the emulation (and, in the first
+variant, the client library) adds per pod. Pods are not deleted between rounds (deleting would add a
+second round trip to the subject only); the emulator's node has room for all of them.
 """
 
 from __future__ import annotations
