@@ -105,3 +105,22 @@ def test_when_the_hub_dies_the_supervisor_ends_what_it_left(tmp_path: Path) -> N
         assert up.leftovers() == []
     finally:
         up.kill()
+
+
+def test_when_kubelab_up_is_killed_the_hub_still_stops_everything(tmp_path: Path) -> None:
+    """SIGKILL leaves the supervisor no chance; the hub gets SIGTERM from the kernel
+    (PR_SET_PDEATHSIG) and stops its servers and its proxy itself."""
+    up = UpProcess(tmp_path / "state").start()
+    try:
+        up.add_user("alice")
+        up.spawn("alice", {"profile": "cpu"})
+        up.remember_processes()
+        assert up.proc is not None
+        up.proc.kill()
+        up.proc.wait(10)
+        deadline = time.monotonic() + 40
+        while up.leftovers() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert up.leftovers() == []
+    finally:
+        up.kill()
