@@ -106,3 +106,25 @@ def test_generated_names_are_valid() -> None:
         name = make_job_name(stem)
         JobSpec(script="x.py", name=name)
     assert make_job_name("train").startswith("train-")
+
+
+def test_context_from_the_spawners_environment(tmp_path) -> None:
+    from kubelab.core.config import example_config_path
+
+    env = {"JUPYTERHUB_USER": "alice", "KUBELAB_GROUPS": "ml, vision", "KUBELAB_IMAGE": "img:1",
+           "KUBELAB_CONFIG": str(example_config_path()), "KUBELAB_NAMESPACE": "ns",
+           "KUBELAB_DATASETS": '[{"name": "imagenet", "mount_path": "/data/imagenet"}]',
+           "KUBELAB_JOBS_ROOT": str(tmp_path), "KUBELAB_GPU_TYPE": "a100"}
+    ctx = JobContext.from_environ(env)
+    assert (ctx.user, ctx.groups, ctx.image, ctx.namespace) == ("alice", ("ml", "vision"), "img:1", "ns")
+    assert ctx.notebook_datasets == ("imagenet",) and ctx.jobs_root == tmp_path
+    assert ctx.config is not None and ctx.gpu_type == "a100"
+    local = JobContext.from_environ({**env, "KUBELAB_DATASETS": '{"coco": {"path": "/x"}}'})
+    assert local.notebook_datasets == ("coco",)
+    assert JobContext.from_environ({**env, "KUBELAB_DATASETS": "a,b"}).notebook_datasets == ("a", "b")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("profiles: 3\n")
+    from kubelab.core.jobs.errors import BackendError
+
+    with pytest.raises(BackendError, match="kubelab config check"):
+        JobContext.from_environ({**env, "KUBELAB_CONFIG": str(bad)})

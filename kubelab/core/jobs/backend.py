@@ -185,9 +185,12 @@ class Backend(abc.ABC):
             raise
         timings["launch"] = time.perf_counter() - t2
         self.last_timings = timings
+        self.last_snapshot = snapshot
         return info
 
+    #: how long the steps of the last submit took (validate, snapshot, launch), in seconds
     last_timings: dict[str, float] = {}
+    last_snapshot: Snapshot | None = None
 
     def check_spec(self, spec: JobSpec) -> None:
         """Refuse what this backend cannot run, before anything is created."""

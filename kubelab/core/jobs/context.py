@@ -9,6 +9,7 @@ be set by hand, and everything has a sensible default.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,22 @@ _SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 def _split(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+def _dataset_names(value: str | None) -> tuple[str, ...]:
+    """``KUBELAB_DATASETS`` as the spawners write it: a JSON list of ``{"name": ...}`` (Kubernetes
+    spawner), a JSON object keyed by name (local spawner), or plain comma-separated names."""
+    if not value:
+        return ()
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return _split(value)
+    if isinstance(data, dict):
+        return tuple(str(k) for k in data)
+    if isinstance(data, list):
+        return tuple(str(d.get("name")) if isinstance(d, dict) else str(d) for d in data)
+    return ()
 
 
 @dataclass(frozen=True)
@@ -54,8 +71,8 @@ class JobContext:
         """Read the context from *environ* (default ``os.environ``).
 
         Variables: ``JUPYTERHUB_USER`` (else the login name), ``KUBELAB_GROUPS`` (comma separated),
-        ``KUBELAB_CONFIG`` (else /etc/kubelab/kubelab.yaml when it exists), ``JUPYTER_IMAGE``
-        (KubeSpawner sets it), ``KUBELAB_DATASETS``, ``KUBELAB_NAMESPACE`` (else the pod's own
+        ``KUBELAB_CONFIG`` (else /etc/kubelab/kubelab.yaml when it exists), ``KUBELAB_IMAGE``
+        or ``JUPYTER_IMAGE`` (KubeSpawner sets it), ``KUBELAB_DATASETS`` (JSON or names), ``KUBELAB_NAMESPACE`` (else the pod's own
         namespace), ``KUBELAB_SERVICE_ACCOUNT``, ``KUBELAB_JOBS_ROOT``, ``KUBELAB_HOME_CLAIM``,
         ``KUBELAB_GPU_TYPE``.
         """
@@ -81,8 +98,9 @@ class JobContext:
             user=user,
             groups=_split(env.get("KUBELAB_GROUPS")),
             config=config,
-            image=env.get("JUPYTER_IMAGE_SPEC") or env.get("JUPYTER_IMAGE") or None,
-            notebook_datasets=_split(env.get("KUBELAB_DATASETS")),
+            image=(env.get("KUBELAB_IMAGE") or env.get("JUPYTER_IMAGE_SPEC")
+                   or env.get("JUPYTER_IMAGE") or None),
+            notebook_datasets=_dataset_names(env.get("KUBELAB_DATASETS")),
             namespace=namespace,
             service_account=env.get("KUBELAB_SERVICE_ACCOUNT") or None,
             jobs_root=Path(root).expanduser() if root else Path.home() / "kubelab-jobs",

@@ -1,0 +1,245 @@
+"""Pure builders of a training job's Kubernetes objects (no API calls; tests compare dicts).
+
+- one node: a ``batch/v1`` Job;
+- several nodes: an *indexed* Job (one pod per node, ``JOB_COMPLETION_INDEX`` = node rank) plus a
+  headless Service so that every pod finds rank 0 at ``<job>-0.<job>.<namespace>.svc``: the
+  ``torchrun`` rendezvous;
+- when the cluster runs Kubeflow: a ``TrainJob`` (trainer.kubeflow.org) or a ``PyTorchJob``
+  (kubeflow.org), whose operators do the rendezvous wiring themselves.
+
+Labels, volumes and the security context come from :mod:`kubelab.core.objects` (shared with the
+notebook spawner), so a job pod looks like the notebook pod it came from.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubelab.core import objects
+from kubelab.core.config import Dataset, GpuType, PodSecurity
+
+__all__ = ["JobObjects", "JOB_LABEL", "SPEC_ANNOTATION", "SUBMISSION_ANNOTATION",
+           "CANCELLED_ANNOTATION", "CONTAINER", "MASTER_PORT", "build"]
+
+JOB_LABEL = "kubelab.dev/job"
+SPEC_ANNOTATION = "kubelab.dev/job-spec"
+SUBMISSION_ANNOTATION = "kubelab.dev/submission"
+CANCELLED_ANNOTATION = "kubelab.dev/cancelled"
+CONTAINER = "train"
+MASTER_PORT = 29500
+HOME_VOLUME = "kubelab-home"
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+
+
+@dataclass(frozen=True)
+class JobObjects:
+    """What to create for one job: the main object, and the headless Service if any."""
+
+    kind: str  #: "Job", "TrainJob" or "PyTorchJob"
+    main: dict[str, Any]
+    service: dict[str, Any] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _toleration(t: Any) -> dict[str, Any]:
+    out = {"key": t.key, "operator": t.operator, "value": t.value, "effect": t.effect,
+           "tolerationSeconds": t.toleration_seconds}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _resources(*, cpus: str | None, memory: str | None, gpus: int,
+               gpu_resource: str) -> dict[str, Any]:
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    if cpus:
+        requests["cpu"] = limits["cpu"] = str(cpus)
+    if memory:
+        # Why requests = limits for memory: a training job that is OOM-killed on a busy node
+        # after hours is worse than one that waits for a node with room.
+        requests["memory"] = limits["memory"] = str(memory)
+    if gpus:
+        limits[gpu_resource] = str(gpus)  # extended resources: the request defaults to the limit
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def build(*, name: str, namespace: str, user: str, image: str, entry: str, args: Sequence[str],
+          workdir: str, gpus: int, nodes: int, cpus: str | None, memory: str | None,
+          env: Mapping[str, str], datasets: Sequence[Dataset], gpu_type: GpuType | None,
+          pod_security: PodSecurity, home_claim: str | None, home_mount: str,
+          ttl_seconds_after_finished: int | None, active_deadline_seconds: int | None,
+          service_account: str | None, submission: str, summary: Mapping[str, Any],
+          kind: str = "Job") -> JobObjects:
+    """The objects of one job; *summary* is stored in an annotation so that a restarted kernel
+    shows what was asked without any state of its own."""
+    lbls = objects.labels(user=user, kind="job", extra={JOB_LABEL: name})
+    annotations = {
+        SPEC_ANNOTATION: json.dumps(dict(summary), sort_keys=True, separators=(",", ":")),
+        SUBMISSION_ANNOTATION: submission,
+        objects.USER_ANNOTATION: user,
+    }
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    if home_claim:
+        # Why the home volume: the workspace snapshot, the outputs and the metrics file live on
+        # it, at the same path as in the notebook, so the notebook reads them as they are written.
+        volumes.append({"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": home_claim}})
+        mounts.append({"name": HOME_VOLUME, "mountPath": home_mount})
+    shm, shm_mount = objects.shm_volume(None)
+    volumes.append(shm)
+    mounts.append(shm_mount)
+    for d in datasets:
+        volume, mount = objects.dataset_volume(d, username=user)
+        volumes.append(volume)
+        mounts.append(mount)
+    pod_sc, container_sc = objects.restricted_security_context(pod_security)
+    gpu_resource = gpu_type.resource if gpu_type else "nvidia.com/gpu"
+    resources = _resources(cpus=cpus, memory=memory, gpus=gpus, gpu_resource=gpu_resource)
+    env_list = [{"name": k, "value": v} for k, v in sorted(env.items())]
+    per_node = max(gpus, 1)
+
+    if kind == "TrainJob":
+        return _train_job(name, namespace, lbls, annotations, image, entry, args, nodes, per_node,
+                          resources, env_list, volumes, mounts, workdir, gpu_type, pod_sc,
+                          container_sc, service_account, ttl_seconds_after_finished)
+
+    if kind == "PyTorchJob":
+        command = ["torchrun", f"--nproc-per-node={per_node}", entry, *args]
+    elif nodes > 1:
+        # Kubernetes expands $(VAR) from the container's env: each pod gets its own NODE_RANK.
+        command = ["torchrun", "--nnodes=$(NNODES)", f"--nproc-per-node={per_node}",
+                   "--node-rank=$(NODE_RANK)", "--master-addr=$(MASTER_ADDR)",
+                   "--master-port=$(MASTER_PORT)", entry, *args]
+        env_list += [
+            {"name": "NNODES", "value": str(nodes)},
+            {"name": "NODE_RANK", "valueFrom": {"fieldRef": {
+                "fieldPath": f"metadata.annotations['{INDEX_ANNOTATION}']"}}},
+            {"name": "MASTER_ADDR", "value": f"{name}-0.{name}.{namespace}.svc"},
+            {"name": "MASTER_PORT", "value": str(MASTER_PORT)},
+        ]
+    elif gpus > 1:
+        command = ["torchrun", "--standalone", "--nnodes=1", f"--nproc-per-node={gpus}", entry, *args]
+    else:
+        command = ["python", "-u", entry, *args]
+
+    container: dict[str, Any] = {
+        "name": "pytorch" if kind == "PyTorchJob" else CONTAINER,
+        "image": image, "command": command, "workingDir": workdir, "env": env_list,
+        "volumeMounts": mounts, "securityContext": container_sc,
+    }
+    if resources:
+        container["resources"] = resources
+    if nodes > 1 and kind == "Job":
+        container["ports"] = [{"name": "rendezvous", "containerPort": MASTER_PORT}]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never", "securityContext": pod_sc, "containers": [container],
+        "volumes": volumes,
+        # Why no token: training code has no business calling the Kubernetes API as the user.
+        "automountServiceAccountToken": False,
+    }
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
+    if gpu_type is not None and gpus:
+        if gpu_type.node_selector:
+            pod_spec["nodeSelector"] = dict(gpu_type.node_selector)
+        if gpu_type.tolerations:
+            pod_spec["tolerations"] = [_toleration(t) for t in gpu_type.tolerations]
+    template = {"metadata": {"labels": dict(lbls), "annotations": {objects.USER_ANNOTATION: user}},
+                "spec": pod_spec}
+
+    if kind == "PyTorchJob":
+        replicas: dict[str, Any] = {"Master": {"replicas": 1, "restartPolicy": "Never",
+                                               "template": template}}
+        if nodes > 1:
+            replicas["Worker"] = {"replicas": nodes - 1, "restartPolicy": "Never",
+                                  "template": template}
+        run_policy: dict[str, Any] = {"cleanPodPolicy": "None"}
+        if ttl_seconds_after_finished is not None:
+            run_policy["ttlSecondsAfterFinished"] = ttl_seconds_after_finished
+        if active_deadline_seconds is not None:
+            run_policy["activeDeadlineSeconds"] = active_deadline_seconds
+        main = _meta("kubeflow.org/v1", "PyTorchJob", name, namespace, lbls, annotations)
+        main["spec"] = {"pytorchReplicaSpecs": replicas, "runPolicy": run_policy,
+                        "nprocPerNode": str(per_node)}
+        return JobObjects("PyTorchJob", main)
+
+    spec: dict[str, Any] = {
+        # Why no retries: a failed training run is reported, not silently re-run from scratch
+        # (which would overwrite its outputs and double its GPU bill).
+        "backoffLimit": 0,
+        "completions": nodes, "parallelism": nodes, "template": template,
+    }
+    if ttl_seconds_after_finished is not None:
+        spec["ttlSecondsAfterFinished"] = ttl_seconds_after_finished
+    if active_deadline_seconds is not None:
+        spec["activeDeadlineSeconds"] = active_deadline_seconds
+    service = None
+    if nodes > 1:
+        spec["completionMode"] = "Indexed"
+        pod_spec["subdomain"] = name  # pod DNS: <job>-<index>.<service>.<namespace>.svc
+        service = _meta("v1", "Service", name, namespace, lbls, {objects.USER_ANNOTATION: user})
+        service["spec"] = {
+            "clusterIP": "None",
+            # Why: rank 0 must be resolvable before it is Ready, or the rendezvous never starts.
+            "publishNotReadyAddresses": True,
+            "selector": {JOB_LABEL: name, objects.USER_LABEL: lbls[objects.USER_LABEL]},
+            "ports": [{"name": "rendezvous", "port": MASTER_PORT, "targetPort": MASTER_PORT}],
+        }
+    main = _meta("batch/v1", "Job", name, namespace, lbls, annotations)
+    main["spec"] = spec
+    return JobObjects("Job", main, service)
+
+
+def _meta(api_version: str, kind: str, name: str, namespace: str, lbls: Mapping[str, str],
+          annotations: Mapping[str, str]) -> dict[str, Any]:
+    return {"apiVersion": api_version, "kind": kind,
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(lbls),
+                         "annotations": dict(annotations)}}
+
+
+def _train_job(name: str, namespace: str, lbls: Mapping[str, str], annotations: Mapping[str, str],
+               image: str, entry: str, args: Sequence[str], nodes: int, per_node: int,
+               resources: Mapping[str, Any], env_list: list[dict[str, Any]],
+               volumes: list[dict[str, Any]], mounts: list[dict[str, Any]], workdir: str,
+               gpu_type: GpuType | None, pod_sc: Mapping[str, Any],
+               container_sc: Mapping[str, Any], service_account: str | None,
+               ttl: int | None) -> JobObjects:
+    """A Kubeflow Trainer v2 ``TrainJob`` on the ``torch-distributed`` runtime: the runtime runs
+    ``torchrun`` with the rendezvous set up, so the command is the script."""
+    # The runtime sets PET_NNODES, PET_NODE_RANK, PET_MASTER_ADDR... which torchrun reads; the
+    # shell only moves into the workspace (a TrainJob has no workingDir of its own).
+    trainer: dict[str, Any] = {
+        "image": image,
+        "command": ["sh", "-c", 'cd "$0" && exec torchrun "$@"', workdir, entry, *args],
+        "numNodes": nodes, "numProcPerNode": per_node, "env": env_list,
+    }
+    if resources:
+        trainer["resourcesPerNode"] = dict(resources)
+    pod_override: dict[str, Any] = {
+        "targetJobs": [{"name": "node"}], "volumes": volumes,
+        "containers": [{"name": "node", "volumeMounts": mounts}],
+        "securityContext": dict(pod_sc),
+    }
+    if service_account:
+        pod_override["serviceAccountName"] = service_account
+    if gpu_type is not None:
+        if gpu_type.node_selector:
+            pod_override["nodeSelector"] = dict(gpu_type.node_selector)
+        if gpu_type.tolerations:
+            pod_override["tolerations"] = [_toleration(t) for t in gpu_type.tolerations]
+    main = _meta("trainer.kubeflow.org/v1alpha1", "TrainJob", name, namespace, lbls, annotations)
+    main["spec"] = {
+        "runtimeRef": {"name": "torch-distributed"},
+        "trainer": trainer,
+        "podSpecOverrides": [pod_override],
+        "labels": dict(lbls),
+        "annotations": {objects.USER_ANNOTATION: annotations[objects.USER_ANNOTATION]},
+    }
+    return JobObjects("TrainJob", main, extra={"workdir": workdir, "container_sc": container_sc})

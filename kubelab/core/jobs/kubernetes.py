@@ -1,0 +1,667 @@
+"""The Kubernetes backend: jobs as Kubernetes objects, state read back from the cluster.
+
+Everything the user sees comes from the API server: the job's object carries what was asked (an
+annotation) and its status; pods carry exit codes, scheduling problems and logs. So a restarted
+kernel, or a second one, lists and follows the same jobs; nothing is kept in the kernel but a cache.
+
+**One watch per kernel.** A backend keeps a list+watch cache (like kubespawner's reflector) of the
+user's job objects and of their pods, each selected by label; every status, list and wait is
+answered from it. After the initial list, the cost is a watch re-connection every
+``watch_timeout`` seconds per resource, whatever the number of jobs: no polling per job. A watch
+that drops is resumed from its last resourceVersion (a 410 Gone relists), with backoff.
+
+**No duplicate jobs.** The Kubernetes object's name is the job's name, and each submission carries
+a random id in an annotation. A create that failed with a 5xx, a 429 or a broken connection is
+retried; a retry that meets ``409 AlreadyExists`` reads the object back, and it is ours if the
+id matches (the first attempt had succeeded after all), someone else's job otherwise.
+
+The asyncio client runs on a loop thread of its own, so the API stays synchronous for scripts and
+magics, and the watches keep running while a cell computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kubelab.core import objects
+from kubelab.core.config import PodSecurity
+from kubelab.core.jobs import k8s_objects as ko
+from kubelab.core.jobs.backend import Backend, LogStream, Prepared, env_for
+from kubelab.core.jobs.context import JobContext
+from kubelab.core.jobs.errors import BackendError, JobExists, JobNotFound
+from kubelab.core.jobs.types import JobInfo, JobPhase, JobStatus
+
+__all__ = ["KubernetesBackend", "KINDS"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Kind:
+    kind: str
+    group: str
+    version: str
+    plural: str
+
+
+KINDS = {
+    "Job": Kind("Job", "batch", "v1", "jobs"),
+    "TrainJob": Kind("TrainJob", "trainer.kubeflow.org", "v1alpha1", "trainjobs"),
+    "PyTorchJob": Kind("PyTorchJob", "kubeflow.org", "v1", "pytorchjobs"),
+}
+#: HTTP statuses worth another try (the request may or may not have been carried out)
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c.get("type"): c for c in ((obj.get("status") or {}).get("conditions") or [])
+            if c.get("status") == "True"}
+
+
+class KubernetesBackend(Backend):
+    """Runs jobs on a Kubernetes cluster; see the module docstring."""
+
+    kind = "kubernetes"
+
+    def __init__(self, ctx: JobContext, *, kubeconfig: str | os.PathLike[str] | None = None,
+                 namespace: str | None = None, job_kind: str | None = None,
+                 watch_timeout: float = 240.0, retries: int = 6, retry_delay: float = 0.05) -> None:
+        """*kubeconfig*: a file (default: in-cluster config in a pod, else ``$KUBECONFIG``);
+        *namespace*: default the context's (``KUBELAB_NAMESPACE``, the pod's own, the kubeconfig
+        context's); *job_kind*: ``Job``, ``TrainJob``, ``PyTorchJob`` or None to discover (a
+        Kubeflow CRD the API server advertises wins; ``KUBELAB_JOB_KIND`` overrides)."""
+        super().__init__(ctx)
+        self.kubeconfig = str(kubeconfig) if kubeconfig else None
+        self.namespace = namespace or ctx.namespace
+        self.job_kind = job_kind or os.environ.get("KUBELAB_JOB_KIND") or None
+        if self.job_kind is not None and self.job_kind not in KINDS:
+            raise BackendError(f"job kind must be one of {', '.join(KINDS)}, got {self.job_kind!r}")
+        self.watch_timeout = watch_timeout
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self.selector = (f"{objects.KIND_LABEL}=job,"
+                         f"{objects.USER_LABEL}={objects.safe_label_value(ctx.user)}")
+        self._jobs: dict[str, dict[str, Any]] = {}
+        self._pods: dict[str, dict[str, Any]] = {}
+        self._cond = threading.Condition()
+        self._synced = {"jobs": threading.Event(), "pods": threading.Event()}
+        self._start_lock = threading.Lock()
+        self._started = False
+        self._closing = False
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="kubelab-kubernetes")
+        self._thread.start()
+        self.api: Any = None
+
+    # -- the loop thread ------------------------------------------------------------------------
+
+    def _run(self, coro: Awaitable[T], timeout: float | None = 120) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise BackendError("the Kubernetes API did not answer in time") from None
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+
+        async def shutdown() -> None:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self.api is not None:
+                await self.api.close()
+
+        try:
+            self._run(shutdown(), timeout=10)
+        except Exception:  # noqa: BLE001 - closing: nothing useful to do about it
+            pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    def _ensure(self) -> None:
+        """Connect, discover, list and start the two watches, once."""
+        if self._started:
+            return
+        with self._start_lock:
+            if self._started:
+                return
+            self._run(self._setup())
+            self._tasks = self._run(self._start_watches())
+            for name, event in self._synced.items():
+                if not event.wait(60):
+                    raise BackendError(f"could not list your {name} from the Kubernetes API")
+            self._started = True
+
+    async def _setup(self) -> None:
+        from kubernetes_asyncio import client, config
+
+        configuration = client.Configuration()
+        namespace = self.namespace
+        try:
+            if self.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+                config.load_incluster_config(client_configuration=configuration)
+            else:
+                await config.load_kube_config(config_file=self.kubeconfig,
+                                              client_configuration=configuration)
+                if namespace is None:
+                    _, active = config.list_kube_config_contexts(config_file=self.kubeconfig)
+                    namespace = (active or {}).get("context", {}).get("namespace")
+        except Exception as e:  # noqa: BLE001 - any config problem is one message
+            raise BackendError(f"cannot reach Kubernetes: {e}") from None
+        self.namespace = namespace or "default"
+        self.api = client.ApiClient(configuration)
+        self.custom = client.CustomObjectsApi(self.api)
+        self.core = client.CoreV1Api(self.api)
+        if self.job_kind is None:
+            self.job_kind = await self._discover()
+        self.k = KINDS[self.job_kind]
+
+    async def _discover(self) -> str:
+        """TrainJob when the API server serves trainer.kubeflow.org, PyTorchJob when it serves
+        kubeflow.org's pytorchjobs, else a plain Job."""
+        from kubernetes_asyncio import client
+
+        groups = await self._retry(lambda: client.ApisApi(self.api).get_api_versions())
+        served = {g.name: [v.version for v in g.versions] for g in groups.groups}
+        for kind in ("TrainJob", "PyTorchJob"):
+            k = KINDS[kind]
+            if k.version in served.get(k.group, []):
+                resources = await self._retry(
+                    lambda k=k: self.custom.get_api_resources(k.group, k.version))
+                if any(r.name == k.plural for r in resources.resources):
+                    return kind
+        return "Job"
+
+    async def _retry(self, call: Callable[[], Awaitable[T]]) -> T:
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        delay = self.retry_delay
+        for attempt in range(self.retries + 1):
+            try:
+                return await call()
+            except ApiException as e:
+                if e.status not in RETRY_STATUSES or attempt == self.retries:
+                    raise
+            except (OSError, asyncio.TimeoutError) as e:  # aiohttp's errors are OSErrors
+                if attempt == self.retries:
+                    raise BackendError(f"the Kubernetes API is unreachable: {e}") from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- the watch cache --------------------------------------------------------------------------
+
+    async def _start_watches(self) -> list[asyncio.Task[Any]]:
+        k = self.k
+
+        def jobs(**kw: Any) -> Awaitable[Any]:
+            return self.custom.list_namespaced_custom_object(
+                k.group, k.version, self.namespace, k.plural, label_selector=self.selector,
+                _preload_content=False, **kw)
+
+        def pods(**kw: Any) -> Awaitable[Any]:
+            return self.core.list_namespaced_pod(self.namespace, label_selector=self.selector,
+                                                 _preload_content=False, **kw)
+
+        return [asyncio.ensure_future(self._reflect("jobs", jobs, self._jobs)),
+                asyncio.ensure_future(self._reflect("pods", pods, self._pods))]
+
+    async def _reflect(self, what: str, lister: Callable[..., Awaitable[Any]],
+                       cache: dict[str, dict[str, Any]]) -> None:
+        """List, then watch from the list's resourceVersion; resume, relist on 410, back off."""
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        version: str | None = None
+        backoff = 0.05
+        while not self._closing:
+            connected = False
+            try:
+                if version is None:
+                    resp = await lister(_request_timeout=60)
+                    try:
+                        if resp.status != 200:
+                            raise _HttpError(resp.status)
+                        data = json.loads(await resp.read())
+                    finally:
+                        resp.release()
+                    with self._cond:
+                        cache.clear()
+                        for obj in data.get("items") or []:
+                            cache[obj["metadata"]["name"]] = obj
+                        self._cond.notify_all()
+                    version = data["metadata"]["resourceVersion"]
+                    self._synced[what].set()
+                resp = await lister(watch=True, resource_version=version,
+                                    allow_watch_bookmarks=True,
+                                    timeout_seconds=int(self.watch_timeout),
+                                    _request_timeout=self.watch_timeout + 30)
+                try:
+                    if resp.status == 410:
+                        version = None
+                        continue
+                    if resp.status != 200:
+                        raise _HttpError(resp.status)
+                    connected = True
+                    while True:
+                        line = await resp.content.readline()
+                        if not line:
+                            break
+                        event = json.loads(line)
+                        obj = event.get("object") or {}
+                        kind = event.get("type")
+                        if kind == "ERROR":
+                            if obj.get("code") == 410:
+                                version = None  # too old: list again
+                            break
+                        if kind not in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK"):
+                            break
+                        version = obj.get("metadata", {}).get("resourceVersion", version)
+                        if kind == "BOOKMARK":
+                            continue
+                        name = obj["metadata"]["name"]
+                        with self._cond:
+                            if kind == "DELETED":
+                                cache.pop(name, None)
+                            else:
+                                cache[name] = obj
+                            self._cond.notify_all()
+                finally:
+                    resp.release()
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - an error status, a dropped connection
+                if isinstance(e, _HttpError) and e.status == 410:
+                    version = None
+                    continue
+                if connected:  # the stream broke after it worked: resume at once
+                    backoff = 0.05
+                    continue
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    # -- submit -------------------------------------------------------------------------------
+
+    def _launch(self, prepared: Prepared) -> JobInfo:
+        self._ensure()
+        spec, resolved, ctx = prepared.spec, prepared.resolved, self.ctx
+        image = resolved.image
+        if not image:
+            raise BackendError("no image to run: this notebook's image is unknown "
+                               "(JUPYTER_IMAGE is not set); pass --image")
+        config = ctx.config
+        home_mount = config.home.mount_path if config else "/home/jovyan"
+        summary = {
+            "entry": spec.entry_name, "script": prepared.entry, "args": list(spec.args),
+            "gpus": spec.gpus, "nodes": spec.nodes, "cpus": spec.cpus, "memory": spec.memory,
+            "image": image, "data": [d.name for d in resolved.datasets],
+            "snapshot": prepared.snapshot.id, "output_dir": str(prepared.output_dir),
+        }
+        env = env_for(prepared, output_dir=str(prepared.output_dir),
+                      metrics_file=str(prepared.metrics_file))
+        built = ko.build(
+            name=prepared.name, namespace=self.namespace, user=ctx.user, image=image,
+            entry=prepared.entry, args=spec.args, workdir=str(prepared.workspace),
+            gpus=spec.gpus, nodes=spec.nodes, cpus=spec.cpus, memory=spec.memory, env=env,
+            datasets=resolved.datasets, gpu_type=resolved.gpu_type,
+            pod_security=config.pod_security if config else PodSecurity(),
+            home_claim=ctx.home_claim, home_mount=home_mount,
+            ttl_seconds_after_finished=resolved.jobs.ttl_seconds_after_finished,
+            active_deadline_seconds=resolved.jobs.active_deadline_seconds,
+            service_account=ctx.service_account, submission=uuid.uuid4().hex, summary=summary,
+            kind=self.job_kind or "Job",
+        )
+        created = self._run(self._create(built))
+        with self._cond:
+            current = self._jobs.get(prepared.name)
+            if current is None or _rv(current) < _rv(created):
+                self._jobs[prepared.name] = created
+            self._cond.notify_all()
+        return self._info(created)
+
+    async def _create(self, built: ko.JobObjects) -> dict[str, Any]:
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        k = self.k
+        main = built.main
+        name = main["metadata"]["name"]
+        mine = main["metadata"]["annotations"][ko.SUBMISSION_ANNOTATION]
+        try:
+            created = await self._retry(lambda: self.custom.create_namespaced_custom_object(
+                k.group, k.version, self.namespace, k.plural, main))
+        except ApiException as e:
+            if e.status != 409:
+                raise BackendError(_api_message("could not create the job", e)) from None
+            existing = await self._retry(lambda: self.custom.get_namespaced_custom_object(
+                k.group, k.version, self.namespace, k.plural, name))
+            theirs = (existing["metadata"].get("annotations") or {}).get(ko.SUBMISSION_ANNOTATION)
+            if theirs != mine:
+                raise JobExists(f"a job named {name!r} exists already in namespace "
+                                f"{self.namespace}; pick another --name") from None
+            created = existing  # our own first attempt went through: not a second job
+        if built.service is not None:
+            service = dict(built.service)
+            service["metadata"] = dict(service["metadata"], ownerReferences=[{
+                "apiVersion": main["apiVersion"], "kind": main["kind"], "name": name,
+                "uid": created["metadata"]["uid"], "controller": True,
+                "blockOwnerDeletion": True}])
+            try:
+                await self._retry(lambda: self.core.create_namespaced_service(
+                    self.namespace, service))
+            except ApiException as e:
+                if e.status != 409:
+                    raise BackendError(_api_message(
+                        "could not create the rendezvous Service", e)) from None
+        return created
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def _object(self, name: str) -> dict[str, Any]:
+        self._ensure()
+        with self._cond:
+            obj = self._jobs.get(name)
+        if obj is None:
+            with self._cond:
+                names = sorted(self._jobs)[:5]
+            hint = f" (your jobs: {', '.join(names)})" if names else " (you have no jobs)"
+            raise JobNotFound(f"no job named {name!r} in namespace {self.namespace}{hint}")
+        return obj
+
+    def _job_pods(self, name: str) -> list[dict[str, Any]]:
+        with self._cond:
+            pods = [p for p in self._pods.values()
+                    if (p["metadata"].get("labels") or {}).get(ko.JOB_LABEL) == name]
+        return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+
+    def _status(self, obj: dict[str, Any]) -> JobStatus:
+        meta, status = obj["metadata"], obj.get("status") or {}
+        cancelled = ko.CANCELLED_ANNOTATION in (meta.get("annotations") or {})
+        created = _parse_time(meta.get("creationTimestamp"))
+        started = _parse_time(status.get("startTime"))
+        conds = _conditions(obj)
+        pods = self._job_pods(meta["name"])
+        code = _exit_code(pods)
+        ok = next((conds[c] for c in ("Complete", "SuccessCriteriaMet", "Succeeded") if c in conds), None)
+        bad = next((conds[c] for c in ("Failed", "FailureTarget") if c in conds), None)
+        if ok is not None:
+            finished = _parse_time(status.get("completionTime") or ok.get("lastTransitionTime"))
+            return JobStatus(JobPhase.SUCCEEDED, 0, "", created, started, finished)
+        if bad is not None:
+            finished = _parse_time(bad.get("lastTransitionTime"))
+            if cancelled:
+                return JobStatus(JobPhase.CANCELLED, code, "cancelled", created, started, finished)
+            message = bad.get("message") or bad.get("reason") or ""
+            if code is not None and code != 0:
+                message = _pod_reason(pods) or ""
+            return JobStatus(JobPhase.FAILED, code, message, created, started, finished)
+        if cancelled:
+            return JobStatus(JobPhase.CANCELLED, code, "cancelled (stopping)", created, started,
+                             _parse_time(meta["annotations"][ko.CANCELLED_ANNOTATION]))
+        running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+        want = _summary(obj).get("nodes", 1)
+        if running:
+            message = "" if len(running) >= want else f"{len(running)} of {want} pods running"
+            return JobStatus(JobPhase.RUNNING, None, message, created, started, None)
+        return JobStatus(JobPhase.PENDING, None, _pending_reason(pods), created, started, None)
+
+    def _info(self, obj: dict[str, Any]) -> JobInfo:
+        summary = _summary(obj)
+        return JobInfo(
+            name=obj["metadata"]["name"], backend=self.kind, status=self._status(obj),
+            entry=summary.get("entry", ""), args=tuple(summary.get("args", ())),
+            gpus=summary.get("gpus", 0), nodes=summary.get("nodes", 1),
+            image=summary.get("image"), data=tuple(summary.get("data", ())),
+            output_dir=summary.get("output_dir"), snapshot=summary.get("snapshot"),
+            extra={"namespace": self.namespace, "kind": obj.get("kind", self.job_kind),
+                   "pods": [p["metadata"]["name"] for p in self._job_pods(obj["metadata"]["name"])]},
+        )
+
+    def get(self, name: str) -> JobInfo:
+        return self._info(self._object(name))
+
+    def list(self) -> list[JobInfo]:
+        self._ensure()
+        with self._cond:
+            objs = list(self._jobs.values())
+        objs.sort(key=lambda o: o["metadata"].get("creationTimestamp") or "", reverse=True)
+        return [self._info(o) for o in objs]
+
+    def wait_changed(self, name: str, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait(timeout)
+
+    def wait(self, name: str, timeout: float | None = None, *, check: bool = False) -> JobInfo:
+        info = super().wait(name, timeout, check=False)
+        # The Job's status and its pods' come on two watches: give the failed pod's exit code a
+        # moment to arrive, so that a failure shows it.
+        deadline = time.monotonic() + 2.0
+        while (info.status.phase is JobPhase.FAILED and info.status.exit_code is None
+               and self._job_pods(name) and time.monotonic() < deadline):
+            self.wait_changed(name, 0.1)
+            info = self.get(name)
+        if check and not info.status.ok:
+            raise self.failure(info)
+        return info
+
+    # -- cancel / delete ------------------------------------------------------------------------
+
+    def cancel(self, name: str) -> JobInfo:
+        obj = self._object(name)
+        if self._status(obj).done:
+            return self._info(obj)
+        patch: dict[str, Any] = {"metadata": {"annotations": {
+            ko.CANCELLED_ANNOTATION: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}}}
+        if self.k.kind == "Job":
+            # Why a deadline rather than deleting: the Job stays (and shows Cancelled) until its
+            # TTL, its pods are stopped by the Job controller, and nothing restarts them.
+            patch["spec"] = {"activeDeadlineSeconds": 1}
+        elif self.k.kind == "TrainJob":
+            patch["spec"] = {"suspend": True}
+        else:
+            patch["spec"] = {"runPolicy": {"suspend": True}}
+        updated = self._run(self._patch(name, patch))
+        self._remember(updated)
+        return self._info(updated)
+
+    async def _patch(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        k = self.k
+        try:
+            return await self._retry(lambda: self.custom.patch_namespaced_custom_object(
+                k.group, k.version, self.namespace, k.plural, name, patch,
+                _content_type="application/merge-patch+json"))
+        except ApiException as e:
+            if e.status == 404:
+                raise JobNotFound(f"no job named {name!r}") from None
+            raise BackendError(_api_message(f"could not change job {name}", e)) from None
+
+    def _remember(self, obj: dict[str, Any]) -> None:
+        with self._cond:
+            current = self._jobs.get(obj["metadata"]["name"])
+            if current is None or _rv(current) <= _rv(obj):
+                self._jobs[obj["metadata"]["name"]] = obj
+            self._cond.notify_all()
+
+    def delete(self, name: str) -> None:
+        self._object(name)
+        self._run(self._delete(name))
+        with self._cond:
+            self._jobs.pop(name, None)
+            self._cond.notify_all()
+
+    async def _delete(self, name: str) -> None:
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        k = self.k
+        try:
+            await self._retry(lambda: self.custom.delete_namespaced_custom_object(
+                k.group, k.version, self.namespace, k.plural, name,
+                propagation_policy="Background"))
+        except ApiException as e:
+            if e.status != 404:
+                raise BackendError(_api_message(f"could not delete job {name}", e)) from None
+        try:  # the owner reference removes it too; this is for clusters without GC (tests)
+            await self._retry(lambda: self.core.delete_namespaced_service(name, self.namespace))
+        except ApiException:
+            pass
+
+    # -- logs -----------------------------------------------------------------------------------
+
+    def open_logs(self, name: str, *, follow: bool = False, rank: int = 0) -> LogStream:
+        self._object(name)
+        stream = LogStream()
+        asyncio.run_coroutine_threadsafe(self._stream_logs(name, rank, follow, stream), self._loop)
+        return stream
+
+    def _pod_for(self, name: str, rank: int) -> dict[str, Any] | None:
+        pods = self._job_pods(name)
+        indexed = [p for p in pods
+                   if (p["metadata"].get("annotations") or {}).get(ko.INDEX_ANNOTATION) == str(rank)]
+        candidates = indexed or (pods if rank == 0 else [])
+        return candidates[-1] if candidates else None
+
+    async def _stream_logs(self, name: str, rank: int, follow: bool, stream: LogStream) -> None:
+        try:
+            pod = None
+            while True:  # wait (on the cache, no API calls) for the pod to have started
+                pod = self._pod_for(name, rank)
+                phase = (pod or {}).get("status", {}).get("phase")
+                obj = self._jobs.get(name)
+                if phase in ("Running", "Succeeded", "Failed"):
+                    break
+                if not follow or obj is None or self._status(obj).done or stream.closed:
+                    pod = None
+                    break
+                await asyncio.sleep(0.1)
+            if pod is None:
+                return
+            resp = await self.core.read_namespaced_pod_log(
+                pod["metadata"]["name"], self.namespace,
+                container=pod["spec"]["containers"][0]["name"], follow=follow,
+                _preload_content=False, _request_timeout=None if follow else 60)
+            try:
+                pending = b""
+                async for chunk in resp.content.iter_any():
+                    if stream.closed:
+                        break
+                    data = pending + chunk
+                    cut = data.rfind(b"\n")
+                    if cut < 0:
+                        pending = data
+                        continue
+                    pending = data[cut + 1:]
+                    stream.put(data[:cut].decode("utf-8", errors="replace").split("\n"))
+                if pending:
+                    stream.put([pending.decode("utf-8", errors="replace")])
+            finally:
+                resp.release()
+        except Exception as e:  # noqa: BLE001 - shown in the log, not raised in a loop thread
+            stream.put([f"[kubelab] the log is not available: {_short(e)}"])
+        finally:
+            stream.end()
+
+    def metrics(self, name: str) -> list[dict[str, Any]]:
+        from kubelab.core.jobs.metrics import read_metrics
+
+        out = self.get(name).output_dir
+        return read_metrics(Path(out).parent / "metrics.jsonl")[0] if out else []
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
+def _rv(obj: dict[str, Any]) -> int:
+    try:
+        return int(obj["metadata"].get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def _summary(obj: dict[str, Any]) -> dict[str, Any]:
+    raw = (obj["metadata"].get("annotations") or {}).get(ko.SPEC_ANNOTATION)
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        value = {}
+    return value if isinstance(value, dict) else {}
+
+
+def _terminated(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s["state"]["terminated"] for s in (pod.get("status") or {}).get("containerStatuses") or []
+            if (s.get("state") or {}).get("terminated")]
+
+
+def _exit_code(pods: list[dict[str, Any]]) -> int | None:
+    """The first non-zero exit code of the job's containers, else 0 if one ended, else None."""
+    codes = [t.get("exitCode") for p in pods for t in _terminated(p)]
+    codes = [c for c in codes if isinstance(c, int)]
+    bad = [c for c in codes if c != 0]
+    return bad[0] if bad else (0 if codes else None)
+
+
+def _pod_reason(pods: list[dict[str, Any]]) -> str | None:
+    for p in pods:
+        for t in _terminated(p):
+            if t.get("exitCode") and t.get("reason") and t["reason"] != "Error":
+                return str(t["reason"])  # OOMKilled, ...
+    return None
+
+
+def _pending_reason(pods: list[dict[str, Any]]) -> str:
+    """Why nothing runs yet, in the scheduler's or the kubelet's words."""
+    for p in pods:
+        status = p.get("status") or {}
+        for c in status.get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("message"):
+                return str(c["message"])
+        for s in status.get("containerStatuses") or []:
+            waiting = (s.get("state") or {}).get("waiting")
+            if waiting and waiting.get("reason") not in (None, "ContainerCreating"):
+                return f"{waiting['reason']}: {waiting.get('message', '')}".rstrip(": ")
+    return "waiting for a node" if pods else "waiting for its pods"
+
+
+def _api_message(what: str, e: Any) -> str:
+    try:
+        message = json.loads(e.body).get("message")
+    except Exception:  # noqa: BLE001
+        message = None
+    return f"{what}: {message or e.reason or e.status}"
+
+
+def _short(e: BaseException) -> str:
+    status = getattr(e, "status", None)
+    if status is not None:
+        return _api_message(f"HTTP {status}", e)
+    return str(e) or type(e).__name__
+
+

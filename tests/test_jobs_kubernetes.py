@@ -1,0 +1,343 @@
+"""The Kubernetes backend against the in-process Kubernetes API test server."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kubelab.core import objects, podsecurity
+from kubelab.core.jobs.context import JobContext
+from kubelab.core.jobs.errors import JobExists, JobFailed, JobNotFound
+from kubelab.core.jobs.kubernetes import KubernetesBackend
+from kubelab.core.jobs.types import JobPhase, JobSpec
+from kubelab.tests.jobs_support import example_config
+
+IMAGE = "ghcr.io/kubelab/notebook-cuda:0.1.0"
+A100 = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+CONFIG = example_config()
+
+
+def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "work"
+    d.mkdir()
+    (d / "train.py").write_text("print('training')\n")
+    monkeypatch.chdir(d)
+    return d
+
+
+def make(cluster, namespace: str, root: Path, **kw) -> KubernetesBackend:
+    import kubernetes
+
+    with cluster.sync_api_client() as api:  # the spawner makes it with the namespace
+        try:
+            kubernetes.client.CoreV1Api(api).create_namespaced_service_account(
+                namespace, {"metadata": {"name": "kubelab-user"}})
+        except kubernetes.client.ApiException as e:
+            if e.status != 409:
+                raise
+    ctx = JobContext(user="alice@example.org", groups=("ml",), config=CONFIG, image=IMAGE,
+                     namespace=namespace, jobs_root=root / "kubelab-jobs", gpu_type="a100",
+                     home_claim="claim-alice", service_account="kubelab-user")
+    return KubernetesBackend(ctx, kubeconfig=cluster.kubeconfig_path, **kw)
+
+
+@pytest.fixture
+def k8s(kube_cluster, kube_namespace, tmp_path: Path, work: Path) -> Iterator[KubernetesBackend]:
+    kube_cluster.require_emulator()
+    kube_cluster.add_node("cpu-1", cpu="16", memory="64Gi")
+    backend = make(kube_cluster, kube_namespace, tmp_path)
+    yield backend
+    backend.close()
+
+
+def pods_of(cluster, namespace: str, job: str) -> list[dict]:
+    return [p for p in cluster.list_objects("pods", namespace)
+            if p["metadata"].get("labels", {}).get("kubelab.dev/job") == job]
+
+
+def running_pods(cluster, namespace: str, job: str, count: int = 1) -> list[dict]:
+    return wait_for(lambda: (lambda ps: ps if len(ps) >= count and all(
+        p.get("status", {}).get("phase") == "Running" for p in ps) else None)(
+        pods_of(cluster, namespace, job)), what=f"{count} running pod(s) of {job}")
+
+
+def test_a_single_node_job(k8s: KubernetesBackend, kube_cluster, kube_namespace: str) -> None:
+    info = k8s.submit(JobSpec(script="train.py", args=["--lr", "0.1"], name="one", cpus="2",
+                              memory="8Gi", data=["imagenet"], env={"SEED": "1"}))
+    assert info.status.phase in (JobPhase.PENDING, JobPhase.RUNNING)
+    job = kube_cluster.get_object("jobs", kube_namespace, "one", group="batch")
+    meta, spec = job["metadata"], job["spec"]
+    assert meta["labels"][objects.KIND_LABEL] == "job"
+    assert meta["labels"]["kubelab.dev/job"] == "one"
+    assert meta["labels"][objects.USER_LABEL] == objects.safe_label_value("alice@example.org")
+    assert spec["ttlSecondsAfterFinished"] == 604800 and spec["backoffLimit"] == 0
+    pod = spec["template"]["spec"]
+    assert podsecurity.violations({"spec": pod}) == []
+    container = pod["containers"][0]
+    assert container["command"] == ["python", "-u", "train.py", "--lr", "0.1"]
+    assert container["image"] == IMAGE
+    assert container["workingDir"] == str(Path(info.output_dir).parent / "workspace")
+    assert container["resources"] == {"requests": {"cpu": "2", "memory": "8Gi"},
+                                      "limits": {"cpu": "2", "memory": "8Gi"}}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SEED"] == "1" and env["KUBELAB_JOB_NAME"] == "one"
+    assert env["KUBELAB_DATA_IMAGENET"] == "/data/imagenet"
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {"/home/jovyan", "/data/imagenet", "/dev/shm"} <= mounts
+    assert pod["serviceAccountName"] == "kubelab-user"
+    assert "nodeSelector" not in pod  # no GPUs: any node
+
+    (pod_obj,) = running_pods(kube_cluster, kube_namespace, "one")
+    wait_for(lambda: k8s.get("one").status.phase is JobPhase.RUNNING, what="Running")
+    kube_cluster.append_logs(kube_namespace, pod_obj["metadata"]["name"], "epoch 1\n")
+    stream = k8s.open_logs("one", follow=True)
+    assert stream.read(timeout=10) == ["epoch 1"]
+    kube_cluster.finish_pod(kube_namespace, pod_obj["metadata"]["name"], 0, logs="done\n")
+    rest = []
+    while (batch := stream.read(timeout=10)) is not None:
+        rest += batch
+    assert rest == ["done"]
+    info = k8s.wait("one", timeout=10)
+    assert info.status.phase is JobPhase.SUCCEEDED and info.status.exit_code == 0
+    assert info.image == IMAGE and info.data == ("imagenet",)
+
+
+def test_failure_shows_exit_code_and_last_lines(k8s: KubernetesBackend, kube_cluster,
+                                                kube_namespace: str) -> None:
+    k8s.submit(JobSpec(source="raise SystemExit(3)", name="bad"))
+    (pod,) = running_pods(kube_cluster, kube_namespace, "bad")
+    kube_cluster.finish_pod(kube_namespace, pod["metadata"]["name"], 3,
+                            logs="loading\nTraceback: boom\n")
+    with pytest.raises(JobFailed) as e:
+        k8s.wait("bad", timeout=10, check=True)
+    assert e.value.exit_code == 3
+    assert e.value.last_lines == ["loading", "Traceback: boom"]
+    assert "Failed (exit code 3)" in str(e.value)
+
+
+def test_multi_node_indexed_job_and_headless_service(kube_cluster, kube_namespace: str,
+                                                     tmp_path: Path, work: Path) -> None:
+    kube_cluster.require_emulator()
+    for i in range(2):
+        kube_cluster.add_node(f"gpu-{i}", gpus=4, labels=A100,
+                              taints=["nvidia.com/gpu=present:NoSchedule"])
+    backend = make(kube_cluster, kube_namespace, tmp_path)
+    try:
+        backend.submit(JobSpec(script="train.py", args=["--epochs", "3"], name="dist",
+                               gpus=4, nodes=2))
+        job = kube_cluster.get_object("jobs", kube_namespace, "dist", group="batch")
+        spec = job["spec"]
+        assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 2, 2)
+        pod = spec["template"]["spec"]
+        assert pod["subdomain"] == "dist"
+        assert pod["nodeSelector"] == A100
+        assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                       "effect": "NoSchedule"}]
+        container = pod["containers"][0]
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
+        assert container["command"] == [
+            "torchrun", "--nnodes=$(NNODES)", "--nproc-per-node=4", "--node-rank=$(NODE_RANK)",
+            "--master-addr=$(MASTER_ADDR)", "--master-port=$(MASTER_PORT)", "train.py",
+            "--epochs", "3"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["NNODES"]["value"] == "2"
+        assert env["MASTER_ADDR"]["value"] == f"dist-0.dist.{kube_namespace}.svc"
+        assert env["MASTER_PORT"]["value"] == "29500"
+        assert env["NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+            "metadata.annotations['batch.kubernetes.io/job-completion-index']")
+        assert podsecurity.violations({"spec": pod}) == []
+        service = kube_cluster.get_object("services", kube_namespace, "dist")
+        assert service["spec"]["clusterIP"] == "None"
+        assert service["spec"]["publishNotReadyAddresses"] is True
+        assert service["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+        pods = running_pods(kube_cluster, kube_namespace, "dist", 2)
+        indexes = sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+                         for p in pods)
+        assert indexes == ["0", "1"]
+        assert {p["spec"]["hostname"] for p in pods} == {"dist-0", "dist-1"}
+        selector = service["spec"]["selector"]
+        assert all(selector.items() <= p["metadata"]["labels"].items() for p in pods)
+        wait_for(lambda: backend.get("dist").status.phase is JobPhase.RUNNING, what="Running")
+        rank1 = next(p for p in pods if p["spec"]["hostname"] == "dist-1")
+        kube_cluster.finish_pod(kube_namespace, rank1["metadata"]["name"], 0, logs="rank 1 done\n")
+        assert list(backend.open_logs("dist", rank=1)) == ["rank 1 done"]
+        for p in pods:
+            if p is not rank1:
+                kube_cluster.finish_pod(kube_namespace, p["metadata"]["name"], 0)
+        assert backend.wait("dist", timeout=10).status.ok
+    finally:
+        backend.close()
+
+
+def test_pending_on_insufficient_gpus(k8s: KubernetesBackend, kube_cluster,
+                                      kube_namespace: str) -> None:
+    kube_cluster.add_node("gpu-small", gpus=1, labels=A100,
+                          taints=["nvidia.com/gpu=present:NoSchedule"])
+    k8s.submit(JobSpec(script="train.py", name="wants-gpu", gpus=2))
+    status = wait_for(lambda: (lambda s: s if "nvidia.com/gpu" in s.message else None)(
+        k8s.get("wants-gpu").status), what="an Insufficient GPU message")
+    assert status.phase is JobPhase.PENDING
+    assert "Insufficient nvidia.com/gpu" in status.message
+
+
+def test_cancel(k8s: KubernetesBackend, kube_cluster, kube_namespace: str) -> None:
+    k8s.submit(JobSpec(script="train.py", name="stopme"))
+    running_pods(kube_cluster, kube_namespace, "stopme")
+    assert k8s.cancel("stopme").status.phase is JobPhase.CANCELLED
+    info = wait_for(lambda: (lambda i: i if i.status.finished and "stopping" not in i.status.message
+                             else None)(k8s.get("stopme")), what="the Job to end")
+    assert info.status.phase is JobPhase.CANCELLED
+    wait_for(lambda: all(p.get("status", {}).get("phase") != "Running"
+                         for p in pods_of(kube_cluster, kube_namespace, "stopme")),
+             what="the pod to stop")
+    k8s.delete("stopme")
+    with pytest.raises(JobNotFound):
+        k8s.get("stopme")
+    wait_for(lambda: kube_cluster.get_object("jobs", kube_namespace, "stopme", group="batch") is None,
+             what="the Job to go")
+
+
+def test_resubmit_ships_nothing_new_and_names_are_unique(k8s: KubernetesBackend) -> None:
+    k8s.submit(JobSpec(script="train.py", name="first"))
+    assert k8s.last_snapshot.new_files == 1
+    k8s.submit(JobSpec(script="train.py", name="second"))
+    assert (k8s.last_snapshot.new_files, k8s.last_snapshot.new_bytes) == (0, 0)
+    with pytest.raises(JobExists):
+        k8s.submit(JobSpec(script="train.py", name="first"))
+
+
+def test_a_restarted_kernel_loses_nothing(k8s: KubernetesBackend, kube_cluster,
+                                          kube_namespace: str, tmp_path: Path) -> None:
+    k8s.submit(JobSpec(script="train.py", args=["--x"], name="keep", gpus=0))
+    (pod,) = running_pods(kube_cluster, kube_namespace, "keep")
+    out = Path(k8s.get("keep").output_dir)
+    (out.parent / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 0.5}) + "\n")
+    k8s.close()
+    fresh = make(kube_cluster, kube_namespace, tmp_path)
+    try:
+        info = wait_for(lambda: fresh.get("keep") if fresh.get("keep").status.phase is JobPhase.RUNNING
+                        else None, what="Running")
+        assert (info.entry, info.args, info.output_dir) == ("train.py", ("--x",), str(out))
+        assert fresh.metrics("keep") == [{"step": 1, "loss": 0.5}]
+        kube_cluster.finish_pod(kube_namespace, pod["metadata"]["name"], 0, logs="bye\n")
+        assert fresh.wait("keep", timeout=10).status.ok
+        assert list(fresh.open_logs("keep")) == ["bye"]
+    finally:
+        fresh.close()
+
+
+def test_faults_500s_and_dropped_watches_make_no_duplicates(kube_cluster, kube_namespace: str,
+                                                            tmp_path: Path, work: Path) -> None:
+    kube_cluster.require_emulator()
+    kube_cluster.add_node("cpu-1", cpu="64", memory="256Gi")
+    kube_cluster.faults.reseed(5)
+    kube_cluster.faults.fail(500, rate=0.4, method="POST")
+    kube_cluster.faults.fail(500, rate=0.3, method="GET")
+    kube_cluster.faults.drop_watch(after_events=2)
+    backend = make(kube_cluster, kube_namespace, tmp_path, retries=12, retry_delay=0.01)
+    try:
+        for i in range(6):
+            backend.submit(JobSpec(script="train.py", name=f"j{i}"))
+        jobs = kube_cluster.list_objects("jobs", kube_namespace, group="batch")
+        assert sorted(j["metadata"]["name"] for j in jobs) == [f"j{i}" for i in range(6)]
+        for i in range(6):
+            (pod,) = running_pods(kube_cluster, kube_namespace, f"j{i}")
+            kube_cluster.finish_pod(kube_namespace, pod["metadata"]["name"], i % 2)
+        wait_for(lambda: all(backend.get(f"j{i}").status.done for i in range(6)), timeout=20,
+                 what="every job to end despite the faults")
+        assert [backend.get(f"j{i}").status.phase for i in range(6)] == [
+            JobPhase.SUCCEEDED, JobPhase.FAILED] * 3
+        assert len(backend.list()) == 6
+    finally:
+        kube_cluster.faults.clear()
+        backend.close()
+
+
+def test_a_409_from_our_own_lost_create_is_not_a_second_job(k8s: KubernetesBackend, kube_cluster,
+                                                            kube_namespace: str) -> None:
+    """The first create went through but its answer was lost: the retry meets 409 and finds our
+    submission id on the object."""
+    from kubelab.core.jobs import k8s_objects as ko
+
+    calls = []
+    k8s._ensure()
+    real = k8s.custom.create_namespaced_custom_object
+
+    async def lossy(*args, **kw):
+        created = await real(*args, **kw)
+        calls.append(created)
+        if len(calls) == 1:
+            from kubernetes_asyncio.client.exceptions import ApiException
+
+            raise ApiException(status=503, reason="lost answer")
+        return created
+
+    k8s.custom.create_namespaced_custom_object = lossy
+    info = k8s.submit(JobSpec(script="train.py", name="once"))
+    assert info.name == "once" and len(calls) == 1
+    jobs = kube_cluster.list_objects("jobs", kube_namespace, group="batch")
+    assert [j["metadata"]["name"] for j in jobs] == ["once"]
+    assert ko.SUBMISSION_ANNOTATION in jobs[0]["metadata"]["annotations"]
+
+
+def test_watching_many_jobs_costs_no_requests(k8s: KubernetesBackend, kube_cluster,
+                                              kube_namespace: str) -> None:
+    for i in range(20):
+        k8s.submit(JobSpec(script="train.py", name=f"w{i}"))
+    wait_for(lambda: all(i.status.phase is JobPhase.RUNNING for i in k8s.list()), timeout=20,
+             what="20 running jobs")
+    mark = kube_cluster.requests.mark()
+    deadline = time.monotonic() + 2.0
+    reads = 0
+    while time.monotonic() < deadline:
+        for info in k8s.list():
+            k8s.get(info.name)
+            reads += 1
+        time.sleep(0.05)
+    assert reads > 200
+    assert kube_cluster.requests.since(mark) == []
+
+
+def test_trainjob_when_its_crd_is_served(kube_cluster, kube_namespace: str, tmp_path: Path,
+                                         work: Path, kube_sync_api) -> None:
+    kube_cluster.require_emulator()
+    kube_cluster.register_crd("trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob")
+    backend = make(kube_cluster, kube_namespace, tmp_path)
+    try:
+        backend.submit(JobSpec(script="train.py", args=["--lr", "1"], name="tj", gpus=2, nodes=2))
+        assert backend.job_kind == "TrainJob"
+        obj = kube_cluster.get_object("trainjobs", kube_namespace, "tj", group="trainer.kubeflow.org")
+        spec = obj["spec"]
+        assert spec["runtimeRef"] == {"name": "torch-distributed"}
+        assert spec["trainer"]["numNodes"] == 2 and spec["trainer"]["numProcPerNode"] == 2
+        assert spec["trainer"]["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "2"
+        assert spec["trainer"]["command"][-3:] == ["train.py", "--lr", "1"]
+        assert obj["metadata"]["labels"]["kubelab.dev/job"] == "tj"
+        assert kube_cluster.list_objects("jobs", kube_namespace, group="batch") == []
+        assert backend.get("tj").status.phase is JobPhase.PENDING
+        import kubernetes
+
+        kubernetes.client.CustomObjectsApi(kube_sync_api).patch_namespaced_custom_object_status(
+            "trainer.kubeflow.org", "v1alpha1", kube_namespace, "trainjobs", "tj",
+            {"status": {"conditions": [{"type": "Complete", "status": "True",
+                                        "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+        assert backend.wait("tj", timeout=10).status.ok
+        backend.cancel("tj")  # a finished job: nothing to do
+    finally:
+        backend.close()
