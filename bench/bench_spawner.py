@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -173,7 +172,140 @@ async def _form_teardown(ctx: FormContext) -> None:
     ClusterState._instances.pop(asyncio.get_running_loop(), None)
 
 
+class _Created(Exception):
+    """Raised right after the pod create request returns: the end of the measured spawn."""
+
+
+class SpawnContext:
+    def __init__(self) -> None:
+        self.counter = 0
+
+    def bench_extra(self) -> dict[str, Any]:
+        return {"measured": "options_from_form → validation → load_user_options → pod create request returned"}
+
+
+async def _spawn_setup() -> SpawnContext:
+    import kubelab
+    from kubelab.spawner import profiles
+    from kubelab.spawner.kubernetes import ProfileSpawner
+    from kubelab.tests.kubeapi.cluster import KubeCluster
+    from kubespawner import KubeSpawner
+
+    kubelab_dir = Path(kubelab.__path__[-1])
+    cluster = KubeCluster(tempfile.mkdtemp(prefix="bench-kubeapi-")).start()
+    cluster.add_node("a100-0", gpus=8, labels={"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+                     taints=["nvidia.com/gpu=present:NoSchedule"], pods=10_000)
+    _kubeconfig_path(str(cluster.kubeconfig_path))
+    from kubelab.core.config import example_config_path
+
+    # the example config, with quotas high enough for the pods the benchmark leaves behind
+    import yaml
+
+    data = yaml.safe_load(example_config_path().read_text())
+    data["teams"]["ml"]["quota"] = {"gpus": 100_000}
+    data["teams"]["ml"]["user_quota"] = {"gpus": 100_000}
+    config_file = Path(tempfile.mkdtemp(prefix="bench-kubelab-")) / "kubelab.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    config_path = str(config_file)
+    user = _User("alice", ["ml"])
+    form = {"profile": ["a100"], "image--a100": ["pytorch"], "gpus--a100": ["1"], "dataset": ["imagenet"]}
+    common = dict(_mock=True, user=user, storage_pvc_ensure=False, events_enabled=True,
+                  k8s_api_request_timeout=10, start_timeout=30)
+
+    class Measured(ProfileSpawner):
+        async def _make_create_pod_request(self, pod: Any, request_timeout: Any) -> Any:
+            await super()._make_create_pod_request(pod, request_timeout)
+            raise _Created()
+
+    class MeasuredPlain(KubeSpawner):
+        async def _make_create_pod_request(self, pod: Any, request_timeout: Any) -> Any:
+            await super()._make_create_pod_request(pod, request_timeout)
+            raise _Created()
+
+    # the equivalent static profile: what kubelab's spawner ends up with, as a KubeSpawner profile
+    probe = ProfileSpawner(kubelab_config=config_path, **common)
+    probe.user_options = profiles.options_from_form(form)
+    await probe._run_apply_user_options(probe.user_options)
+    await probe.load_user_options()
+    keys = ("image", "cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit", "node_selector",
+            "tolerations", "extra_resource_limits", "extra_resource_guarantees", "volumes",
+            "volume_mounts", "extra_labels", "extra_annotations", "environment",
+            "pod_security_context", "container_security_context", "service_account",
+            "automount_service_account_token", "allow_privilege_escalation", "uid", "gid", "fs_gid")
+    override = {k: getattr(probe, k) for k in keys}
+    static = [{"slug": "a100", "display_name": "A100", "default": True, "kubespawner_override": override}]
+    namespace = probe.namespace
+
+    ctx = SpawnContext()
+    ctx.cluster = cluster  # type: ignore[attr-defined]
+
+    def make_subject() -> Any:
+        s = Measured(kubelab_config=config_path, **common)
+        return s
+
+    def make_baseline() -> Any:
+        return MeasuredPlain(profile_list=static, enable_user_namespaces=False, namespace=namespace, **common)
+
+    ctx.make_subject, ctx.make_baseline = make_subject, make_baseline  # type: ignore[attr-defined]
+    ctx.form = form  # type: ignore[attr-defined]
+    await _spawn_once(ctx, make_subject(), ours=True)  # creates the namespace both use
+    return ctx
+
+
+async def _spawn_once(ctx: SpawnContext, spawner: Any, ours: bool) -> None:
+    ctx.counter += 1
+    spawner.pod_name = f"jupyter-bench-{ctx.counter}"
+    spawner.api_token = "token"
+    options = spawner.run_options_from_form(ctx.form)  # type: ignore[attr-defined]
+    spawner.user_options = options
+    if ours:
+        await spawner._run_apply_user_options(options)
+    try:
+        await spawner.start()
+    except _Created:
+        return
+    raise AssertionError("the pod was not created")
+
+
+async def _spawn_baseline(ctx: SpawnContext) -> None:
+    await _spawn_once(ctx, ctx.make_baseline(), ours=False)  # type: ignore[attr-defined]
+
+
+async def _spawn_subject(ctx: SpawnContext) -> None:
+    await _spawn_once(ctx, ctx.make_subject(), ours=True)  # type: ignore[attr-defined]
+
+
+async def _spawn_teardown(ctx: SpawnContext) -> None:
+    from kubespawner import KubeSpawner
+
+    from kubelab.spawner.kubernetes import ClusterState
+
+    await ClusterState.stop_all()
+    await KubeSpawner._stop_all_reflectors()
+    ctx.cluster.stop()  # type: ignore[attr-defined]
+
+
+def _kubeconfig_path(path: str) -> None:
+    from kubernetes_asyncio.config import kube_config
+    from kubespawner import clients
+
+    os.environ["KUBECONFIG"] = path
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = path
+    clients.load_config.cache_clear()
+
+
 BENCHMARKS = [
+    Benchmark(
+        name="spawner: hub-side spawn cost (form → pod created) against the API test server",
+        baseline=_spawn_baseline,
+        subject=_spawn_subject,
+        baseline_label="plain KubeSpawner, equivalent static profile",
+        target=1.10,
+        repeat=40,
+        warmup=5,
+        setup=_spawn_setup,
+        teardown=_spawn_teardown,
+    ),
     Benchmark(
         name="spawner: chooser form render, 1,000 GPU nodes + 20,000 pods in the cache",
         baseline=_form_baseline,
@@ -187,4 +319,3 @@ BENCHMARKS = [
     ),
 ]
 
-_ = statistics

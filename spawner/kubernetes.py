@@ -73,6 +73,7 @@ def spawn_error(message: str, *, reason: str, status: int = 400) -> web.HTTPErro
 class _Loaded:
     key: tuple[int, int]
     config: KubelabConfig
+    checked: float = 0.0
 
 
 _configs: dict[str, _Loaded] = {}
@@ -91,13 +92,17 @@ def get_config(path: str, log: Any = None) -> KubelabConfig:
     """The config at *path*, re-read when its mtime or size changes. A file that became invalid
     is logged and the last valid version is kept (a hub must not break mid-day on a typo); a
     file that was never valid raises :class:`ConfigError`."""
+    loaded = _configs.get(path)
+    now = time.monotonic()
+    if loaded is not None and now - loaded.checked < 1.0:
+        return loaded.config  # a spawn reads the config a dozen times: stat it once a second
     try:
         st = os.stat(path)
         key = (st.st_mtime_ns, st.st_size)
     except OSError:
         key = (0, 0)
-    loaded = _configs.get(path)
     if loaded is not None and loaded.key == key:
+        loaded.checked = now
         return loaded.config
     try:
         config = load_config(path)
@@ -108,7 +113,7 @@ def get_config(path: str, log: Any = None) -> KubelabConfig:
             log.error("Keeping the previous kubelab config: %s", e.format())
         loaded.key = key  # do not re-read (and re-log) until it changes again
         return loaded.config
-    _configs[path] = _Loaded(key, config)
+    _configs[path] = _Loaded(key, config, now)
     return config
 
 
@@ -659,6 +664,7 @@ class ProfileSpawner(KubeSpawner):
         # Runs in User.spawn before start(): the earliest point with the final user_options,
         # and JupyterHub answers an HTTPError raised here with that status (400).
         self._kubelab_choice = await self.validate_options(user_options)
+        self._kubelab_validated = (copy.deepcopy(user_options), self.kubelab)
         if self.apply_user_options:  # an admin's own hook runs after kubelab's checks
             await super()._run_apply_user_options(user_options)
 
@@ -667,6 +673,7 @@ class ProfileSpawner(KubeSpawner):
     _kubelab_choice: Choice | None = None
     _kubelab_pristine: dict[str, Any] | None = None
     _kubelab_failure: BaseException | None = None
+    _kubelab_validated: tuple[Any, KubelabConfig] | None = None
 
     def _snapshot(self) -> None:
         if self._kubelab_pristine is None:
@@ -677,7 +684,8 @@ class ProfileSpawner(KubeSpawner):
         spawner in place, so without this a GPU spawn's limits would stay for the next one)."""
         if self._kubelab_pristine is not None:
             for k, v in self._kubelab_pristine.items():
-                setattr(self, k, copy.deepcopy(v))
+                if getattr(self, k) != v:  # setting a trait runs its validation: only when changed
+                    setattr(self, k, copy.deepcopy(v))
 
     def _kubelab_pristine_list(self, name: str) -> list[Any]:
         assert self._kubelab_pristine is not None
@@ -686,8 +694,14 @@ class ProfileSpawner(KubeSpawner):
     async def load_user_options(self) -> None:
         self._snapshot()
         self.restore_traits()
-        # validated again here: start() may be called without apply_user_options (JupyterHub < 5.3)
-        choice = await self.validate_options(self.user_options)
+        # validated here unless the apply_user_options step just did it for these very options
+        # (start() may be called without it: JupyterHub < 5.3, or tests)
+        validated = self._kubelab_validated
+        self._kubelab_validated = None
+        if validated is not None and self._kubelab_choice is not None and validated == (self.user_options, self.kubelab):
+            choice = self._kubelab_choice
+        else:
+            choice = await self.validate_options(self.user_options)
         self._kubelab_choice = choice
         config = self.kubelab
         user = self.user_info()
@@ -764,6 +778,8 @@ class ProfileSpawner(KubeSpawner):
 
     #: (namespace, object kind/name) → fingerprint of what this process last wrote
     _ensured: dict[tuple[str, str], str] = {}
+    #: what _ensure_namespace last ensured, to skip even building the objects
+    _ensured_shapes: dict[Any, KubelabConfig] = {}
 
     def namespace_objects(self, config: KubelabConfig, user: UserInfo) -> list[dict[str, Any]]:
         """What kubelab keeps in the user's namespace (besides the namespace itself)."""
@@ -801,6 +817,11 @@ class ProfileSpawner(KubeSpawner):
     async def _ensure_namespace(self) -> None:
         config = self.kubelab
         user = self.user_info()
+        # what shapes the objects: the config, the user, their groups, the namespace, the cluster
+        shape = (self.api.api_client.configuration.host, self.namespace, id(config), user,
+                 self.manage_namespace_objects, self.notebook_service_account)
+        if self._ensured_shapes.get(shape) is config:
+            return
         found = config.team_for(sorted(user.groups))
         shared = found is not None and "{username}" not in found[1].namespace
         ns = objects.make_namespace(
@@ -809,11 +830,17 @@ class ProfileSpawner(KubeSpawner):
         )
         wanted = [ns, *(self.namespace_objects(config, user) if self.manage_namespace_objects else [])]
         todo = [o for o in wanted if self._ensured.get(self._key(o)) != objects.fingerprint(o)]
-        if not todo:
-            return
         for obj in todo:
             await self._apply_object(obj)
             self._ensured[self._key(obj)] = objects.fingerprint(obj)
+        self._ensured_shapes[shape] = config
+
+    def forget_namespace(self) -> None:
+        """Make the next spawn re-check this namespace's objects."""
+        for shape in [k for k in self._ensured_shapes if k[1] == self.namespace]:
+            self._ensured_shapes.pop(shape, None)
+        for key in [k for k in self._ensured if k[0].endswith("/" + self.namespace)]:
+            self._ensured.pop(key, None)
 
     def _key(self, obj: Mapping[str, Any]) -> tuple[str, str]:
         meta = obj["metadata"]
@@ -860,9 +887,12 @@ class ProfileSpawner(KubeSpawner):
             if self._kubelab_failure is not None:
                 raise self._kubelab_failure from None
             raise
-        except BaseException:
+        except BaseException as e:
             # keep namespace/pod name: JupyterHub's cleanup (stop) still needs them
             self.restore_traits()
+            if isinstance(e, ApiException) and e.status == 404:
+                # the namespace was deleted behind our back: re-ensure it next time
+                self.forget_namespace()
             raise
         finally:
             watchdog.cancel()

@@ -8,6 +8,7 @@ objects, the restricted Pod Security standard on every pod, the fast GPU failure
 from __future__ import annotations
 
 import asyncio
+import copy
 import html
 import os
 import time
@@ -59,6 +60,7 @@ async def cleanup_shared_watches() -> None:
     await ClusterState.stop_all()
     await ProfileSpawner._stop_all_reflectors()
     ProfileSpawner._ensured.clear()
+    ProfileSpawner._ensured_shapes.clear()
 
 
 @pytest.fixture
@@ -259,7 +261,7 @@ async def test_unschedulable_gpu_spawn_fails_fast_and_cleans_up(
 ) -> None:
     kube_cluster.add_node("a100-0", gpus=1, labels=A100, taints=GPU_TAINT)
     spawner = make_spawner(gpu_unschedulable_timeout=0.5)
-    before = {k: getattr(spawner, k) for k in ("extra_resource_limits", "node_selector", "tolerations",
+    before = {k: copy.deepcopy(getattr(spawner, k)) for k in ("extra_resource_limits", "node_selector", "tolerations",
                                                 "image", "volumes", "cpu_limit")}
     started = time.monotonic()
     with pytest.raises(web.HTTPError) as e:
