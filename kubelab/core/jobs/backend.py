@@ -153,7 +153,9 @@ class Backend(abc.ABC):
                 f"a job named {name!r} exists already; pick another --name, or remove it first "
                 f"with `%jobs delete {name}` (kubelab.job({name!r}).delete())"
             )
-        resolved = validate(spec, self.ctx, gpus_in_use=self.gpus_in_use())
+        # Listing every job costs; the GPUs held by the others only matter to a job that asks for GPUs
+        in_use = self.gpus_in_use() if spec.total_gpus else 0
+        resolved = validate(spec, self.ctx, gpus_in_use=in_use)
         timings["validate"] = time.perf_counter() - t0
         workdir = Path(spec.workdir).expanduser()
         entry, extra = _entry(spec, workdir)
