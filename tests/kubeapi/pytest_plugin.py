@@ -20,6 +20,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import kubernetes
 import kubernetes_asyncio
@@ -43,12 +44,22 @@ KUBECONFIG_ENV = "KUBELAB_TEST_KUBECONFIG"
 Cluster = KubeCluster | RealCluster
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    outcome = yield
+def _skip_emulator_only(outcome: Any) -> None:
     excinfo = outcome.excinfo
     if excinfo is not None and isinstance(excinfo[1], EmulatorOnly):
         outcome.force_exception(pytest.skip.Exception(str(excinfo[1]), _use_item_location=True))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """An emulator-only power used by a fixture skips the test on a real cluster."""
+    _skip_emulator_only((yield))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """An emulator-only power used by the test skips it on a real cluster."""
+    _skip_emulator_only((yield))
 
 
 @pytest.fixture(scope="session")
