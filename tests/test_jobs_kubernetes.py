@@ -341,3 +341,48 @@ def test_trainjob_when_its_crd_is_served(kube_cluster, kube_namespace: str, tmp_
         backend.cancel("tj")  # a finished job: nothing to do
     finally:
         backend.close()
+
+
+def test_pytorchjob_when_only_kubeflow_training_operator_is_served(
+        kube_cluster, kube_namespace: str, tmp_path: Path, work: Path) -> None:
+    kube_cluster.require_emulator()
+    kube_cluster.register_crd("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")
+    backend = make(kube_cluster, kube_namespace, tmp_path)
+    try:
+        backend.submit(JobSpec(script="train.py", name="ptj", gpus=2, nodes=3))
+        assert backend.job_kind == "PyTorchJob"
+        obj = kube_cluster.get_object("pytorchjobs", kube_namespace, "ptj", group="kubeflow.org")
+        replicas = obj["spec"]["pytorchReplicaSpecs"]
+        assert replicas["Master"]["replicas"] == 1 and replicas["Worker"]["replicas"] == 2
+        container = replicas["Worker"]["template"]["spec"]["containers"][0]
+        assert container["name"] == "pytorch"
+        assert container["command"] == ["torchrun", "--nproc-per-node=2", "train.py"]
+        assert obj["spec"]["runPolicy"]["ttlSecondsAfterFinished"] == 604800
+        assert podsecurity.violations({"spec": replicas["Master"]["template"]["spec"]}) == []
+        assert backend.cancel("ptj").status.phase is JobPhase.CANCELLED
+        obj = kube_cluster.get_object("pytorchjobs", kube_namespace, "ptj", group="kubeflow.org")
+        assert obj["spec"]["runPolicy"]["suspend"] is True
+    finally:
+        backend.close()
+
+
+def test_the_magics_over_the_kubernetes_backend(k8s: KubernetesBackend, kube_cluster,
+                                                kube_namespace: str, capsys) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from kubelab.labextension.controller import JobsController
+    from kubelab.labextension.magics import KubelabMagics
+
+    shell = InteractiveShell.instance()
+    magics = KubelabMagics(shell, JobsController(k8s))
+    job = magics.train("--no-follow --name magic --gpus 0 train.py --epochs 2")
+    assert job.name == "magic"
+    (pod,) = running_pods(kube_cluster, kube_namespace, "magic")
+    kube_cluster.finish_pod(kube_namespace, pod["metadata"]["name"], 2, logs="oops\n")
+    capsys.readouterr()
+    from kubelab.labextension.magics import KubelabCellError
+
+    with pytest.raises(KubelabCellError, match=r"(?s)Failed \(exit code 2\).*oops"):
+        magics.jobs("wait magic")
+    magics.jobs("")
+    assert "magic" in capsys.readouterr().out
