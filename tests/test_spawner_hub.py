@@ -48,6 +48,7 @@ async def hub(kube_cluster: Any, tmp_path: Path) -> AsyncIterator[Any]:
 
     c = Config()
     c.JupyterHub.spawner_class = "kubelab"  # the entry point
+    c.JupyterHub.cookie_secret_file = str(tmp_path / "cookie_secret")  # not in the checkout
     c.ProfileSpawner.kubelab_config = str(config_path)
     c.ProfileSpawner.port = port
     c.ProfileSpawner.storage_pvc_ensure = False
