@@ -26,7 +26,9 @@ import shutil
 import stat
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,13 +142,13 @@ class SnapshotStore:
                 return bool(result.include)
         return False
 
-    def walk(self, workdir: Path, *, exclude: Iterable[Path] = ()) -> list[tuple[str, Path, os.stat_result]]:
+    def walk(self, workdir: Path, *, exclude: Iterable[Path] = ()) -> list[tuple[str, str, os.stat_result]]:
         """Every file to ship: (relative path, absolute path, stat), in a stable order."""
         excluded = {os.path.realpath(p) for p in exclude}
-        out: list[tuple[str, Path, os.stat_result]] = []
+        out: list[tuple[str, str, os.stat_result]] = []
 
-        def visit(folder: Path, prefix: str, rules: list[_Ignore]) -> None:
-            here = self._rules(folder, prefix)
+        def visit(folder: str, prefix: str, rules: list[_Ignore]) -> None:
+            here = self._rules(Path(folder), prefix)
             if here is not None:
                 rules = [*rules, here]
             try:
@@ -160,23 +162,23 @@ class SnapshotStore:
                     if is_dir:
                         if entry.name in ALWAYS_IGNORED or os.path.realpath(entry.path) in excluded:
                             continue
-                        if self._ignored(rules, rel, True):
+                        if rules and self._ignored(rules, rel, True):
                             continue
-                        visit(Path(entry.path), rel + "/", rules)
+                        visit(entry.path, rel + "/", rules)
                         continue
                     if entry.is_symlink() and os.path.isdir(entry.path):
                         continue  # a link to a folder, often a dataset: never followed
                     if entry.name.endswith((".pyc", ".pyo")):
                         continue
-                    if self._ignored(rules, rel, False):
+                    if rules and self._ignored(rules, rel, False):
                         continue
-                    st = os.stat(entry.path)  # follows a link to a file
+                    st = entry.stat()  # follows a link to a file; cached by scandir
                 except (FileNotFoundError, PermissionError):
                     continue  # vanished or unreadable while walking
                 if stat.S_ISREG(st.st_mode):
-                    out.append((rel, Path(entry.path), st))
+                    out.append((rel, entry.path, st))
 
-        visit(workdir, "", [])
+        visit(str(workdir), "", [])
         return out
 
     # -- taking -------------------------------------------------------------------------------
@@ -201,25 +203,34 @@ class SnapshotStore:
             self.objects.mkdir(parents=True, exist_ok=True)
             self.manifests.mkdir(parents=True, exist_ok=True)
             index = self._load_index()
-            entries: list[SnapshotEntry] = []
-            new_files = new_bytes = 0
+            digests: dict[str, str] = {}
+            todo: list[tuple[str, str, list[int]]] = []
             for rel, path, st in files:
-                key = str(path)
-                cached = index.get(key)
                 signature = [st.st_size, st.st_mtime_ns, st.st_ino]
-                digest = None
-                if cached is not None and cached[:3] == signature and self._has(cached[3]):
-                    digest = cached[3]
+                cached = index.get(path)
+                # The store only grows (blobs are never removed while the index names them),
+                # so a matching stat signature is enough: no blob lookup per file.
+                if cached is not None and cached[:3] == signature:
+                    digests[rel] = cached[3]
                 else:
-                    try:
-                        digest, added = self._add_file(path)
-                    except (FileNotFoundError, PermissionError):
-                        continue
-                    index[key] = [*signature, digest]
-                    if added:
-                        new_files += 1
-                        new_bytes += st.st_size
-                entries.append(SnapshotEntry(rel, digest, st.st_size, bool(st.st_mode & 0o111)))
+                    todo.append((rel, path, signature))
+            new_files = new_bytes = 0
+            if todo:
+                # Reading, hashing and storing new files is I/O bound: a few threads overlap it
+                # (hashlib and file I/O release the GIL).
+                with ThreadPoolExecutor(max_workers=min(8, len(todo))) as pool:
+                    results = pool.map(self._add_file_safely, [path for _, path, _ in todo])
+                    for (rel, path, signature), result in zip(todo, results):
+                        if result is None:
+                            continue  # vanished or unreadable since the walk
+                        digest, added, size = result
+                        index[path] = [*signature, digest]
+                        digests[rel] = digest
+                        if added:
+                            new_files += 1
+                            new_bytes += size
+            entries = [SnapshotEntry(rel, digests[rel], st.st_size, bool(st.st_mode & 0o111))
+                       for rel, _, st in files if rel in digests]
             for rel, content in sorted((extra or {}).items()):
                 digest, added = self._add_bytes(content)
                 new_files += added
@@ -249,9 +260,24 @@ class SnapshotStore:
     def _has(self, digest: str) -> bool:
         return os.path.exists(self._blob(digest))
 
-    def _add_file(self, path: Path) -> tuple[str, bool]:
-        """Hash *path* while copying it to a temporary file; keep the copy if the blob is new."""
+    def _add_file_safely(self, path: str) -> tuple[str, bool, int] | None:
+        try:
+            digest, added = self._add_file(path)
+        except (FileNotFoundError, PermissionError):
+            return None
+        return digest, added, os.stat(self._blob(digest)).st_size
+
+    def _add_file(self, path: str | Path) -> tuple[str, bool]:
+        """Hash *path*; copy it into the store when its content is new there."""
         h = hashlib.sha256()
+        with open(path, "rb") as src:
+            first = src.read(_CHUNK)
+            if len(first) < _CHUNK:  # small files (most of a code folder): one read, no temp file
+                h.update(first)
+                digest = h.hexdigest()
+                if self._has(digest):
+                    return digest, False
+                return digest, self._write_blob(digest, first)
         fd, tmp = tempfile.mkstemp(dir=self.objects, prefix=".tmp-")
         try:
             with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
@@ -267,19 +293,33 @@ class SnapshotStore:
         digest = hashlib.sha256(content).hexdigest()
         if self._has(digest):
             return digest, False
-        fd, tmp = tempfile.mkstemp(dir=self.objects, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as f:
+        return digest, self._write_blob(digest, content)
+
+    def _write_blob(self, digest: str, content: bytes) -> bool:
+        blob = self._blob(digest)
+        blob.parent.mkdir(exist_ok=True)
+        tmp = f"{blob}.{uuid.uuid4().hex[:8]}.tmp"  # beside the blob: a small shard directory
+        with open(tmp, "wb") as f:
             f.write(content)
-        return digest, self._commit(tmp, digest)
+        os.chmod(tmp, 0o444)  # shared by hard links: nobody should write through one
+        try:
+            os.link(tmp, blob)  # atomic, and fails if another thread stored it first
+        except FileExistsError:
+            return False
+        finally:
+            _unlink(tmp)
+        return True
 
     def _commit(self, tmp: str, digest: str) -> bool:
         blob = self._blob(digest)
-        if blob.exists():
-            _unlink(tmp)
-            return False
         blob.parent.mkdir(exist_ok=True)
         os.chmod(tmp, 0o444)  # shared by hard links: nobody should write through one
-        os.replace(tmp, blob)
+        try:
+            os.link(tmp, blob)
+        except FileExistsError:
+            return False
+        finally:
+            _unlink(tmp)
         return True
 
     # -- the stat cache -----------------------------------------------------------------------
@@ -298,7 +338,7 @@ class SnapshotStore:
         _atomic_write(self._index_path, json.dumps(index, separators=(",", ":")).encode())
 
 
-def _too_large(workdir: Path, files: list[tuple[str, Path, os.stat_result]], total: int,
+def _too_large(workdir: Path, files: list[tuple[str, str, os.stat_result]], total: int,
                limit: int) -> SnapshotTooLarge:
     by_top: dict[str, int] = {}
     for rel, _, st in files:
