@@ -10,7 +10,7 @@ Environment:
 import os
 import sys
 
-from kubelab.core.config import ConfigError, load_config
+from kubelab.core.config import ConfigError, config_warnings, key_path, load_config
 
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 
@@ -22,6 +22,8 @@ try:
     kubelab_config = load_config(KUBELAB_CONFIG)
 except ConfigError as e:
     sys.exit(e.format())
+for _path, _message in config_warnings(kubelab_config):
+    print(f"kubelab: {KUBELAB_CONFIG}: warning: {key_path(_path)}: {_message}", file=sys.stderr)
 
 c.JupyterHub.spawner_class = "kubelab"
 c.ProfileSpawner.kubelab_config = KUBELAB_CONFIG

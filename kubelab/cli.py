@@ -16,7 +16,14 @@ from collections.abc import Sequence
 from importlib import metadata
 
 from kubelab import __version__
-from kubelab.core.config import ConfigError, KubelabConfig, example_config_path, load_config
+from kubelab.core.config import (
+    ConfigError,
+    KubelabConfig,
+    config_warnings,
+    example_config_path,
+    key_path,
+    load_config,
+)
 
 #: distributions whose versions ``kubelab version`` reports, when installed
 COMPONENTS = (
@@ -71,10 +78,13 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
             else:
                 print(e.format(), file=sys.stderr)
             continue
+        warnings = [{"path": key_path(p), "message": m} for p, m in config_warnings(config)]
         if args.json:
-            print(json.dumps({"file": path, "ok": True}))
+            print(json.dumps({"file": path, "ok": True, "warnings": warnings}))
         else:
             print(f"{path}: OK ({_summary(config)})")
+            for w in warnings:
+                print(f"  warning: {w['path']}: {w['message']}")
     return status
 
 

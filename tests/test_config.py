@@ -62,7 +62,7 @@ BASE: dict[str, Any] = {
         },
         {
             "name": "coco",
-            "source": {"nfs": {"server": "nfs", "path": "/coco"}},
+            "source": {"csi": {"driver": "nfs.csi.k8s.io", "volume_attributes": {"share": "/coco"}}},
             "mount_path": "/data/coco",
         },
     ],
@@ -370,3 +370,20 @@ def test_docs_document_every_key() -> None:
         n for n in _field_names(KubelabConfig) if not re.search(rf"`[^`]*\b{re.escape(n)}\b[^`]*`", text)
     )
     assert not missing, f"docs/config.md does not document: {missing}"
+
+
+def test_nfs_under_restricted_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    from kubelab.core.config import config_warnings
+
+    data = copy.deepcopy(BASE)
+    data["datasets"][1]["source"] = {"nfs": {"server": "s", "path": "/p"}}
+    config = parse_config(_dump(data))
+    assert [key_path(p) for p, _ in config_warnings(config)] == ["datasets[1].source.nfs"]
+    data["pod_security"] = {"level": "baseline"}
+    assert config_warnings(parse_config(_dump(data))) == []
+
+    path = tmp_path / "k.yaml"
+    path.write_text(_dump({**data, "pod_security": {"level": "restricted"}}))
+    result = _kubelab("config", "check", str(path))
+    assert result.returncode == 0
+    assert "warning: datasets[1].source.nfs: inline NFS volumes are forbidden" in result.stdout

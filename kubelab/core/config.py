@@ -609,6 +609,23 @@ def _cross_check(config: KubelabConfig) -> Iterator[tuple[tuple[str | int, ...],
                 )
 
 
+def config_warnings(config: KubelabConfig) -> list[tuple[tuple[str | int, ...], str]]:
+    """Things that are valid but probably not what the admin meant: (key path, message) each.
+
+    ``kubelab config check`` prints them and the hub logs them at start; neither refuses the file.
+    """
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    for i, d in enumerate(config.datasets):
+        if d.source.nfs is not None and config.pod_security.level == "restricted":
+            found.append((("datasets", i, "source", "nfs"), (
+                "inline NFS volumes are forbidden by the restricted Pod Security standard "
+                "(pod_security.level), so on Kubernetes nobody can mount this dataset (the chooser "
+                "shows it disabled); use csi with the NFS CSI driver (nfs.csi.k8s.io), a PVC bound "
+                "to an NFS PersistentVolume, or pod_security.level: baseline"
+            )))
+    return found
+
+
 # --------------------------------------------------------------------------------------------------
 # Loading and errors
 
