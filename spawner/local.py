@@ -17,7 +17,8 @@ GPUs
 Datasets
     A dataset with a ``host_path`` source is linked (a symlink) into the working directory at its
     mount path without the leading ``/`` (``/data/example`` → ``~/data/example``), and listed in
-    ``$KUBELAB_DATASETS``. Read-only is *reported, not invented*: kubelab checks whether the kernel
+    ``$KUBELAB_DATASETS`` (the Kubernetes spawner's JSON list, plus each link and its target).
+    Read-only is *reported, not invented*: kubelab checks whether the kernel
     enforces it (a read-only mount) or file permissions do, and the chooser says which -- or that
     it is not enforced, which is the case for any directory the hub's own user may write, since all
     local servers run as that user. PVC/NFS/CSI datasets need a cluster and are shown unavailable.
@@ -230,6 +231,7 @@ def read_only_enforcement(path: Path) -> ReadOnlyCheck:
 @dataclass(frozen=True)
 class LinkedDataset:
     name: str
+    mount_path: str
     link: Path
     target: Path
     read_only: bool
@@ -731,11 +733,14 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
             env["KUBELAB_GPUS"] = str(choice.gpus)
             if choice.gpu_type:
                 env["KUBELAB_GPU_TYPE"] = choice.gpu_type
-        env["KUBELAB_DATASETS"] = json.dumps({
-            d.name: {"path": str(d.link), "source": str(d.target), "read_only": d.read_only,
-                     "read_only_enforced": bool(d.enforcement and d.enforcement.enforced)}
+        # the Kubernetes spawner's shape (a list of name, mount_path, read_only), plus where the
+        # dataset is on this machine: the link in the working dir and the directory it points to
+        env["KUBELAB_DATASETS"] = json.dumps([
+            {"name": d.name, "mount_path": d.mount_path, "read_only": d.read_only,
+             "path": str(d.link), "source": str(d.target),
+             "read_only_enforced": bool(d.enforcement and d.enforcement.enforced)}
             for d in self._datasets
-        })
+        ])
         return env
 
     def _link_datasets(self, choice: Choice, home: Path) -> list[LinkedDataset]:
@@ -771,7 +776,7 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(target, target_is_directory=True)
             check = read_only_enforcement(target) if m.read_only else None
-            linked.append(LinkedDataset(m.name, link, target, m.read_only, check))
+            linked.append(LinkedDataset(m.name, m.mount_path, link, target, m.read_only, check))
         manifest.parent.mkdir(parents=True, exist_ok=True)
         manifest.write_text(json.dumps([str(d.link) for d in linked]))
         return linked

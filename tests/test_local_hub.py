@@ -143,7 +143,9 @@ def test_the_server_runs_in_its_working_dir_with_datasets_no_gpu_and_a_memory_li
     assert env["CUDA_VISIBLE_DEVICES"] == ""  # a CPU server sees no GPU
     assert env["KUBELAB_PROFILE"] == "cpu" and env["KUBELAB_BACKEND"] == "local"
     datasets = json.loads(env["KUBELAB_DATASETS"])
-    assert set(datasets) == {"shared"} and datasets["shared"]["read_only"] is True
+    assert [d["name"] for d in datasets] == ["shared"]
+    assert datasets[0]["read_only"] is True and datasets[0]["mount_path"] == "/data/shared"
+    assert datasets[0]["path"] == str(home / "data" / "shared")
     link = home / "data" / "shared"
     assert link.is_symlink() and (link / "hello.txt").read_text() == "hello\n"
     four_gib = 4 * 1024**3
