@@ -768,10 +768,8 @@ def load_config(path: str | Path) -> KubelabConfig:
 
 def example_config_path() -> Path:
     """The example config shipped with kubelab (``hub_config/kubelab.yaml``)."""
-    import kubelab
-
-    for base in kubelab.__path__:
-        candidate = Path(base) / "hub_config" / "kubelab.yaml"
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError("hub_config/kubelab.yaml is not installed with kubelab")
+    # By path, not by importing the package: the core must not import the facade (import-linter).
+    candidate = Path(__file__).resolve().parent.parent / "hub_config" / "kubelab.yaml"
+    if not candidate.is_file():
+        raise FileNotFoundError(f"{candidate} is missing: kubelab is not installed completely")
+    return candidate
