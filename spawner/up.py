@@ -26,7 +26,7 @@ instead of to init, and the supervisor finds and ends it. If the supervisor itse
 hub gets SIGTERM (``PR_SET_PDEATHSIG``) and cleans up its own children. docs/local.md has more.
 
 The proxy is the Python implementation of configurable-http-proxy (PyPI ``configurable-http-proxy``),
-a dependency of ``kubelab[hub]``, so that ``kubelab up`` works on a machine without Node.js; see
+a dependency of ``kubelab[local]`` (in ``kubelab[all]``), so that ``kubelab up`` works on a machine without Node.js; see
 docs/local.md for why, and for how to use the Node.js proxy instead.
 """
 
@@ -372,7 +372,7 @@ def check_installed() -> None:
 def proxy_command() -> list[str]:
     if importlib.util.find_spec("configurable_http_proxy") is None:
         raise UpError(
-            "the proxy is not installed: pip install 'kubelab[hub]' (it brings the Python "
+            "the proxy is not installed: pip install 'kubelab[all]' (it brings the Python "
             "configurable-http-proxy)"
         )
     # --no-x-forward: configurable-http-proxy 0.4.0 builds malformed X-Forwarded-* headers
