@@ -24,4 +24,7 @@ kubelab_env() {
     "$VENV/bin/python" -m pip install --quiet -e "$KUBELAB_ROOT[$extra]" >&2
     echo "$want" > "$stamp"
   fi
+  # As if activated: what kubelab starts (jupyterhub-singleuser, the proxy) is found on PATH.
+  export VIRTUAL_ENV="$VENV"
+  export PATH="$VENV/bin:$PATH"
 }
