@@ -16,9 +16,13 @@ docs/config.md documents every key with an example.
 
 from __future__ import annotations
 
+import logging
+import os
 import posixpath
 import re
 import string
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -766,6 +770,14 @@ def load_config(path: str | Path) -> KubelabConfig:
     return parse_config(text, source=str(path))
 
 
+def dump_config(config: KubelabConfig) -> str:
+    """*config* as YAML that :func:`parse_config` reads back to an equal config (keys that are
+    unset are left out). For configs a program writes, e.g. the user's view of ``kubelab.yaml``
+    the Kubernetes spawner puts into the notebook's ConfigMap."""
+    data = config.model_dump(mode="json", exclude_none=True)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+
 def example_config_path() -> Path:
     """The example config shipped with kubelab (``hub_config/kubelab.yaml``)."""
     # By path, not by importing the package: the core must not import the facade (import-linter).
@@ -773,3 +785,87 @@ def example_config_path() -> Path:
     if not candidate.is_file():
         raise FileNotFoundError(f"{candidate} is missing: kubelab is not installed completely")
     return candidate
+
+
+# --------------------------------------------------------------------------------------------------
+# A config file that is re-read when it changes
+
+
+#: how often (seconds) a :class:`ConfigWatcher` stats its file at most: a spawn reads the config a
+#: dozen times, and an admin's edit may take a second to show
+RECHECK_SECONDS = 1.0
+
+_log = logging.getLogger("kubelab.config")
+
+
+class ConfigWatcher:
+    """The config file at *path*, re-read when its modification time or size changes.
+
+    For a long-running process (the hub) whose admin edits ``kubelab.yaml`` in place: an edit that
+    validates is used from the next call on (within ``recheck_seconds``); an edit that does not is
+    logged once, with every problem, and the last valid version stays in use -- a typo must not
+    break spawning for everybody mid-day. A file that was never valid raises :class:`ConfigError`
+    (the hub refuses to start on it). The warnings of :func:`config_warnings` are logged once per
+    load. Thread-safe.
+    """
+
+    def __init__(self, path: str | Path, *, recheck_seconds: float | None = None) -> None:
+        self.path = str(path)
+        self.recheck_seconds = RECHECK_SECONDS if recheck_seconds is None else recheck_seconds
+        self._lock = threading.Lock()
+        self._config: KubelabConfig | None = None
+        self._key: tuple[int, int] | None = None
+        self._checked = float("-inf")
+
+    def _stat(self) -> tuple[int, int]:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return (0, 0)
+        return (st.st_mtime_ns, st.st_size)
+
+    def get(self, log: Any = None) -> KubelabConfig:
+        """The current config (see the class docstring); *log* is a :class:`logging.Logger`-like
+        object for the messages (default: the ``kubelab.config`` logger)."""
+        log = log if log is not None else _log
+        now = time.monotonic()
+        config = self._config
+        if config is not None and now - self._checked < self.recheck_seconds:
+            return config
+        with self._lock:
+            key = self._stat()
+            self._checked = now
+            if self._config is not None and key == self._key:
+                return self._config
+            try:
+                config = load_config(self.path)
+            except ConfigError as e:
+                if self._config is None:
+                    raise
+                self._key = key  # do not re-read (and re-log) until the file changes again
+                log.error("Keeping the previous kubelab config: %s", e.format())
+                return self._config
+            for loc, message in config_warnings(config):
+                log.warning("kubelab config %s: warning: %s: %s", self.path, key_path(loc), message)
+            self._config, self._key = config, key
+            return config
+
+
+_watchers: dict[str, ConfigWatcher] = {}
+_watchers_lock = threading.Lock()
+
+
+def cached_config(path: str | Path, log: Any = None) -> KubelabConfig:
+    """The config at *path* through the process's one :class:`ConfigWatcher` for that path."""
+    key = str(path)
+    watcher = _watchers.get(key)
+    if watcher is None:
+        with _watchers_lock:
+            watcher = _watchers.setdefault(key, ConfigWatcher(key))
+    return watcher.get(log)
+
+
+def forget_cached_configs() -> None:
+    """Drop every cached config (tests; a process that re-reads everything)."""
+    with _watchers_lock:
+        _watchers.clear()
