@@ -39,7 +39,8 @@ from tornado import web
 from traitlets import Bool, Float, Unicode, default, validate
 
 from kubelab.core import objects
-from kubelab.core.config import ConfigError, KubelabConfig, load_config
+from kubelab.core.config import KubelabConfig, cached_config, dump_config
+from kubelab.core.notebook_env import NotebookDataset, NotebookEnv
 from kubelab.spawner import profiles
 from kubelab.spawner.profiles import (
     Availability,
@@ -66,17 +67,7 @@ def spawn_error(message: str, *, reason: str, status: int = 400) -> web.HTTPErro
 
 
 # --------------------------------------------------------------------------------------------------
-# Config file: loaded once, reloaded when it changes, last good one kept on a bad edit
-
-
-@dataclass
-class _Loaded:
-    key: tuple[int, int]
-    config: KubelabConfig
-    checked: float = 0.0
-
-
-_configs: dict[str, _Loaded] = {}
+# Config file: kubelab.core.config.cached_config (re-read when it changes, last good one kept)
 
 
 def default_config_path() -> str:
@@ -86,35 +77,6 @@ def default_config_path() -> str:
     from kubelab.core.config import example_config_path
 
     return str(example_config_path())
-
-
-def get_config(path: str, log: Any = None) -> KubelabConfig:
-    """The config at *path*, re-read when its mtime or size changes. A file that became invalid
-    is logged and the last valid version is kept (a hub must not break mid-day on a typo); a
-    file that was never valid raises :class:`ConfigError`."""
-    loaded = _configs.get(path)
-    now = time.monotonic()
-    if loaded is not None and now - loaded.checked < 1.0:
-        return loaded.config  # a spawn reads the config a dozen times: stat it once a second
-    try:
-        st = os.stat(path)
-        key = (st.st_mtime_ns, st.st_size)
-    except OSError:
-        key = (0, 0)
-    if loaded is not None and loaded.key == key:
-        loaded.checked = now
-        return loaded.config
-    try:
-        config = load_config(path)
-    except ConfigError as e:
-        if loaded is None:
-            raise
-        if log is not None:
-            log.error("Keeping the previous kubelab config: %s", e.format())
-        loaded.key = key  # do not re-read (and re-log) until it changes again
-        return loaded.config
-    _configs[path] = _Loaded(key, config, now)
-    return config
 
 
 # --------------------------------------------------------------------------------------------------
@@ -614,7 +576,7 @@ class ProfileSpawner(KubeSpawner):
 
     @property
     def kubelab(self) -> KubelabConfig:
-        return get_config(self.kubelab_config, self.log)
+        return cached_config(self.kubelab_config, self.log)
 
     def user_info(self) -> UserInfo:
         groups = [getattr(g, "name", g) for g in (getattr(self.user, "groups", None) or [])]
@@ -735,26 +697,19 @@ class ProfileSpawner(KubeSpawner):
             )
             volumes.append(volume)
             mounts.append(mount)
-        env = dict(self.environment)
-        env.update({
-            "KUBELAB_NAMESPACE": self.namespace,
-            "KUBELAB_PROFILE": choice.profile.slug,
-            "KUBELAB_GPUS": str(choice.gpus),
-            "KUBELAB_DATASETS": json.dumps([
-                {"name": m.name, "mount_path": m.mount_path, "read_only": m.read_only} for m in choice.datasets
-            ]),
-        })
-        if choice.gpu is not None:
-            env["KUBELAB_GPU_TYPE"] = choice.gpu_type or ""
+        config_path = None
         if self.manage_namespace_objects:
-            volumes.append({"name": "kubelab-settings",
-                            "configMap": {"name": objects.NOTEBOOK_CONFIG_MAP, "optional": True}})
+            # the user's view of the admin config (namespace_objects), for the notebook's limits
+            volumes.append({"name": "kubelab-settings", "configMap": {
+                "name": objects.notebook_config_map_name(user.name), "optional": True}})
             mounts.append({"name": "kubelab-settings", "mountPath": objects.NOTEBOOK_CONFIG_PATH,
                            "readOnly": True})
-            env["KUBELAB_SETTINGS"] = f"{objects.NOTEBOOK_CONFIG_PATH}/kubelab.json"
+            config_path = f"{objects.NOTEBOOK_CONFIG_PATH}/{objects.NOTEBOOK_CONFIG_FILE}"
             self.service_account = self.notebook_service_account
             # the notebook submits jobs with this account's token
             self.automount_service_account_token = True
+        env = dict(self.environment)
+        env.update(self.notebook_env(choice, user, team, config_path=config_path).to_env())
         # KubeSpawner expands {username}-style fields in these; ours are literal
         self.volumes = [v if v in self._kubelab_pristine_list("volumes") else _literal(v) for v in volumes]
         self.volume_mounts = [m if m in self._kubelab_pristine_list("volume_mounts") else _literal(m) for m in mounts]
@@ -773,6 +728,40 @@ class ProfileSpawner(KubeSpawner):
         else:
             self.pod_security_context = {**psc, **(self.pod_security_context or {})}
             self.container_security_context = {**csc, **(self.container_security_context or {})}
+
+    def home_volume(self) -> tuple[str | None, str | None]:
+        """(claim name, mount path) of the home volume: the volume of KubeSpawner's PVC
+        (``{pvc_name}``, as hub_config/jupyterhub_config.py and Zero to JupyterHub declare it)
+        and where it is mounted; (None, None) without one."""
+        for v in self._sorted_dict_values(self.volumes):
+            claim = (v.get("persistentVolumeClaim") or {}).get("claimName")
+            if claim in ("{pvc_name}", self.pvc_name):
+                mount = next((m for m in self._sorted_dict_values(self.volume_mounts)
+                              if m.get("name") == v.get("name") and not m.get("subPath")), None)
+                return self.pvc_name, (mount or {}).get("mountPath")
+        return None, None
+
+    def notebook_env(self, choice: Choice, user: UserInfo, team: str | None, *,
+                     config_path: str | None) -> NotebookEnv:
+        """What this spawn tells the notebook side (docs/notebook-env.md)."""
+        home_claim, home_mount = self.home_volume()
+        return NotebookEnv(
+            backend="kubernetes", user=user.name, groups=tuple(sorted(user.groups)), team=team,
+            namespace=self.namespace,
+            service_account=self.notebook_service_account if self.manage_namespace_objects
+            else (self.service_account or None),
+            profile=choice.profile.slug, image=choice.image, gpu_type=choice.gpu_type,
+            gpus=choice.gpus,
+            datasets=tuple(
+                NotebookDataset.of(
+                    m.dataset, mount_path=m.mount_path, read_only=m.read_only, sub_path=m.sub_path,
+                    source=objects.expand_source(m.dataset.source, username=user.name)
+                    .model_dump(mode="json", exclude_none=True),
+                )
+                for m in choice.datasets
+            ),
+            home_claim=home_claim, home_mount=home_mount, config_path=config_path,
+        )
 
     # -- the namespace and its objects ----------------------------------------------------------
 
@@ -801,17 +790,10 @@ class ProfileSpawner(KubeSpawner):
         out.append(objects.make_service_account(namespace=namespace, name=self.notebook_service_account, **who))
         out.append(objects.make_role(namespace=namespace, **who))
         out.append(objects.make_role_binding(namespace=namespace, service_account=self.notebook_service_account, **who))
-        granted = profiles.allowed_datasets(config, user)
-        unusable = self.unusable_datasets(config)
-        gpu_types = sorted({p.gpu.type for p in profiles.allowed_profiles(config, user) if p.gpu})
-        settings = objects.notebook_settings(
-            config, username=user.name, namespace=namespace, team=found,
-            datasets=[{"name": d.name, "mount_path": d.mount_path, "read_only": d.read_only,
-                       "description": d.description} for d in granted if d.name not in unusable],
-            gpu_types=gpu_types, image="",
-        )
-        settings.pop("image")
-        out.append(objects.make_notebook_config_map(settings, namespace=namespace, **who))
+        view = profiles.user_config_view(config, user, unusable_datasets=self.unusable_datasets(config))
+        if view is not None:
+            out.append(objects.make_notebook_config_map(
+                dump_config(view), namespace=namespace, username=user.name, team=team))
         return out
 
     async def _ensure_namespace(self) -> None:
@@ -1010,4 +992,4 @@ async def _options_form(spawner: ProfileSpawner) -> str:
     )
 
 
-__all__ = ["ClusterState", "GpuPodReflector", "NodeReflector", "ProfileSpawner", "get_config", "spawn_error"]
+__all__ = ["ClusterState", "GpuPodReflector", "NodeReflector", "ProfileSpawner", "spawn_error"]

@@ -54,11 +54,13 @@ from jupyterhub.spawner import SimpleLocalProcessSpawner
 from tornado import web
 from traitlets import Bool, Dict, Float, List, Unicode, default, validate
 
-from kubelab.core.config import ConfigError, KubelabConfig, load_config
+from kubelab.core.config import ConfigError, KubelabConfig, cached_config
+from kubelab.core.notebook_env import NotebookDataset, NotebookEnv
 from kubelab.core.quantity import format_bytes, format_cpu, parse_quantity
 from kubelab.spawner.profiles import (
     Availability,
     Choice,
+    DatasetMount,
     GpuAvailability,
     InvalidOptions,
     QuotaUsage,
@@ -71,6 +73,9 @@ from kubelab.spawner.profiles import (
 )
 
 SOURCE = "this machine"
+#: a Jupyter config directory whose labconfig/page_config.json disables JupyterLab's
+#: "announcements" plugin (the news prompt, news and update checks from the internet)
+LAB_CONFIG_DIR = Path(__file__).parent / "jupyter_config"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -230,12 +235,22 @@ def read_only_enforcement(path: Path) -> ReadOnlyCheck:
 
 @dataclass(frozen=True)
 class LinkedDataset:
-    name: str
-    mount_path: str
+    mount: DatasetMount
     link: Path
     target: Path
-    read_only: bool
     enforcement: ReadOnlyCheck | None
+
+    @property
+    def name(self) -> str:
+        return self.mount.name
+
+    @property
+    def mount_path(self) -> str:
+        return self.mount.mount_path
+
+    @property
+    def read_only(self) -> bool:
+        return self.mount.read_only
 
 
 # --------------------------------------------------------------------------------------------------
@@ -272,30 +287,6 @@ def cgroup_usable(parent: str) -> tuple[bool, str]:
 
 # --------------------------------------------------------------------------------------------------
 # The spawner
-
-
-_CONFIG_CACHE: dict[str, tuple[float, KubelabConfig]] = {}
-_CONFIG_LOCK = threading.Lock()
-
-
-def _cached_config(path: str) -> KubelabConfig:
-    """The admin config, re-read when the file changes; a broken edit keeps the last good one."""
-    try:
-        mtime = os.stat(path).st_mtime
-    except OSError:
-        mtime = -1.0
-    with _CONFIG_LOCK:
-        cached = _CONFIG_CACHE.get(path)
-        if cached and cached[0] == mtime:
-            return cached[1]
-        try:
-            config = load_config(path)
-        except ConfigError:
-            if cached:
-                return cached[1]
-            raise
-        _CONFIG_CACHE[path] = (mtime, config)
-        return config
 
 
 def _default_config_file() -> str:
@@ -437,6 +428,18 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
         """,
     )
 
+    jupyterlab_news = Bool(
+        False,
+        config=True,
+        help="""Let JupyterLab ask each user whether to fetch official Jupyter news (and then
+        fetch it, and check for JupyterLab updates, from the internet). Off by default: the
+        prompt is noise on a workstation, and a local server should not phone out unasked.
+        Off disables JupyterLab's announcements plugin for kubelab's servers: a config
+        directory of kubelab's (spawner/jupyter_config, only labconfig/page_config.json in it)
+        goes first on the server's JUPYTER_CONFIG_PATH.
+        """,
+    )
+
     @default("cmd")
     def _cmd_default(self) -> list[str]:
         # The hub's own Python: `jupyterhub-singleuser` on $PATH may be another environment's (or
@@ -490,7 +493,7 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
     def kubelab(self) -> KubelabConfig:
         if not self.kubelab_config:
             raise web.HTTPError(500, "kubelab: no admin config (set LocalProfileSpawner.kubelab_config)")
-        return _cached_config(self.kubelab_config)
+        return cached_config(self.kubelab_config, self.log)
 
     def user_info(self) -> UserInfo:
         return UserInfo.of(self.user.name, [g.name for g in getattr(self.user, "groups", [])])
@@ -718,29 +721,45 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
             args.append("--allow-root")
         return args
 
+    def notebook_env(self) -> NotebookEnv:
+        """What this server is told about itself (docs/notebook-env.md)."""
+        choice = self.choice
+        user = self.user_info()
+        return NotebookEnv(
+            backend="local", user=user.name, groups=tuple(sorted(user.groups)),
+            team=choice.team[0] if choice and choice.team else None,
+            profile=choice.profile.slug if choice else None,
+            image=choice.image if choice else None,
+            gpu_type=choice.gpu_type if choice else None,
+            gpus=choice.gpus if choice else 0,
+            # no GPU unless chosen: a CPU server must not see (and grab) GPUs given to others
+            cuda_devices=tuple(self.gpu_devices_held),
+            # the Kubernetes spawner's entries, plus where each dataset is on this machine: the
+            # link in the working dir (path) and the directory it points to (target)
+            datasets=tuple(
+                NotebookDataset.of(
+                    d.mount.dataset, mount_path=d.mount_path, read_only=d.read_only,
+                    sub_path=d.mount.sub_path, path=str(d.link), target=str(d.target),
+                    read_only_enforced=bool(d.enforcement and d.enforcement.enforced),
+                )
+                for d in self._datasets
+            ),
+            home_mount=self.home_dir,
+            config_path=self.kubelab_config,
+            data_dir=self.state_dir,
+        )
+
     def get_env(self) -> dict[str, str]:
         env = super().get_env()
-        choice = self.choice
-        env["KUBELAB_BACKEND"] = "local"
-        env["KUBELAB_DATA_DIR"] = self.state_dir
-        env["KUBELAB_CONFIG"] = self.kubelab_config
-        # no GPU unless chosen: a CPU server must not see (and grab) GPUs given to others
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpu_devices_held)
-        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # indexes mean what nvidia-smi says they mean
-        if choice is not None:
-            env["KUBELAB_PROFILE"] = choice.profile.slug
-            env["KUBELAB_IMAGE"] = choice.image
-            env["KUBELAB_GPUS"] = str(choice.gpus)
-            if choice.gpu_type:
-                env["KUBELAB_GPU_TYPE"] = choice.gpu_type
-        # the Kubernetes spawner's shape (a list of name, mount_path, read_only), plus where the
-        # dataset is on this machine: the link in the working dir and the directory it points to
-        env["KUBELAB_DATASETS"] = json.dumps([
-            {"name": d.name, "mount_path": d.mount_path, "read_only": d.read_only,
-             "path": str(d.link), "source": str(d.target),
-             "read_only_enforced": bool(d.enforcement and d.enforcement.enforced)}
-            for d in self._datasets
-        ])
+        env.update(self.notebook_env().to_env())
+        if not self.jupyterlab_news:
+            # JupyterLab's "announcements" plugin asks every new user whether to fetch Jupyter
+            # news (and then fetches news and update checks from the internet): not for a server
+            # kubelab up starts. A config directory of kubelab's, first on the server's config
+            # path, disables the plugin as `jupyter labextension disable` would, for kubelab's
+            # servers only (labconfig/page_config.json; nothing else is in it).
+            path = [str(LAB_CONFIG_DIR), *filter(None, env.get("JUPYTER_CONFIG_PATH", "").split(os.pathsep))]
+            env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(dict.fromkeys(path))
         return env
 
     def _link_datasets(self, choice: Choice, home: Path) -> list[LinkedDataset]:
@@ -776,7 +795,7 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(target, target_is_directory=True)
             check = read_only_enforcement(target) if m.read_only else None
-            linked.append(LinkedDataset(m.name, m.mount_path, link, target, m.read_only, check))
+            linked.append(LinkedDataset(m, link, target, check))
         manifest.parent.mkdir(parents=True, exist_ok=True)
         manifest.write_text(json.dumps([str(d.link) for d in linked]))
         return linked

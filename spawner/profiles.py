@@ -66,6 +66,8 @@ from kubelab.core.config import (
     Profile,
     Team,
 )
+from kubelab.core.notebook_env import granted
+from kubelab.core.objects import expand_source
 from kubelab.core.quantity import format_bytes, format_cpu, parse_quantity
 
 __all__ = [
@@ -81,6 +83,7 @@ __all__ = [
     "kubespawner_profile_list",
     "options_from_form",
     "render_form",
+    "user_config_view",
     "validate_user_options",
 ]
 
@@ -254,7 +257,7 @@ class Choice:
 
 
 def _granted(groups: Sequence[str], user: UserInfo) -> bool:
-    return not groups or bool(user.groups.intersection(groups))
+    return granted(groups, user.groups)
 
 
 def allowed_profiles(config: KubelabConfig, user: UserInfo) -> list[Profile]:
@@ -290,6 +293,15 @@ def _safe_segment(name: str) -> str:
 # GPU counts: what is offered, what is refused, what is only "not free now"
 
 
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """``1 GPU``, ``2 GPUs``, ``0 GPUs``: *count* and the word in the right number."""
+    return f"{count} {word if count == 1 else (words or word + 's')}"
+
+
+def gpus_text(count: int) -> str:
+    return plural(count, "GPU")
+
+
 @dataclass(frozen=True)
 class _CountState:
     count: int
@@ -297,6 +309,9 @@ class _CountState:
     refused: str | None = None
     #: not free now (validation accepts it unless refuse_unavailable): the form marks it
     busy: str | None = None
+    #: ``busy`` because there is no GPU of this type at all (not "in use"): the form says so once,
+    #: for the whole profile, instead of "not free now" beside each count
+    absent: bool = False
 
 
 def _quota_limits(config: KubelabConfig, user: UserInfo) -> tuple[int | None, int | None]:
@@ -323,12 +338,12 @@ def _count_states(
     for n in profile.gpu.counts:
         refused = busy = None
         if team_quota is not None and n > team_quota:
-            refused = f"over team {team_name}'s quota of {team_quota} GPUs"
+            refused = f"over team {team_name}'s quota of {gpus_text(team_quota)}"
         elif user_quota is not None and n > user_quota:
-            refused = f"over your quota of {user_quota} GPUs"
+            refused = f"over your quota of {gpus_text(user_quota)}"
         elif usage is not None and usage.gpus_quota is not None and usage.gpus_used + n > usage.gpus_quota:
             refused = (
-                f"team {usage.team} uses {usage.gpus_used} of {usage.gpus_quota} GPUs; "
+                f"team {usage.team} uses {usage.gpus_used} of {gpus_text(usage.gpus_quota)}; "
                 f"{max(usage.gpus_quota - usage.gpus_used, 0)} left"
             )
         elif (
@@ -337,17 +352,19 @@ def _count_states(
             and usage.user_gpus_used + n > usage.user_gpus_quota
         ):
             refused = (
-                f"you use {usage.user_gpus_used} of your {usage.user_gpus_quota} GPUs; "
+                f"you use {usage.user_gpus_used} of your {gpus_text(usage.user_gpus_quota)}; "
                 f"{max(usage.user_gpus_quota - usage.user_gpus_used, 0)} left"
             )
+        absent = False
         if refused is None and gpus is not None and not gpus.fits(n):
             if gpus.total == 0:
-                busy = gpus.note or f"no {name} in the {availability.source} now"
+                absent = True
+                busy = gpus.note or f"the {availability.source} has no {name} now"
             elif gpus.free == 0:
-                busy = f"all {gpus.total} {name} are in use"
+                busy = f"all {gpus.total} {name} are in use" if gpus.total > 1 else f"the one {name} is in use"
             else:
                 busy = f"at most {gpus.largest_free} free on one node ({gpus.free} of {gpus.total} free)"
-        states.append(_CountState(n, refused, busy))
+        states.append(_CountState(n, refused, busy, absent))
     return states
 
 
@@ -512,14 +529,15 @@ def validate_user_options(
         gpus = _gpu_count(user_options["gpus"]) if "gpus" in user_options else profile.gpu.default_count
         if gpus not in profile.gpu.counts:
             raise InvalidOptions(
-                f"profile {profile.slug!r} offers {', '.join(map(str, profile.gpu.counts))} GPUs, not {gpus}",
+                f"profile {profile.slug!r} offers {', '.join(map(str, profile.gpu.counts))} "
+                f"GPU{'s' if profile.gpu.counts != [1] else ''}, not {gpus}",
                 key="gpus",
             )
         state = next(s for s in _count_states(config, user, profile, availability) if s.count == gpus)
         if state.refused:
-            raise InvalidOptions(f"{gpus} GPUs: {state.refused}", key="gpus")
+            raise InvalidOptions(f"{gpus_text(gpus)}: {state.refused}", key="gpus")
         if refuse_unavailable and state.busy:
-            raise InvalidOptions(f"{gpus} GPUs: {state.busy}", key="gpus")
+            raise InvalidOptions(f"{gpus_text(gpus)}: {state.busy}", key="gpus")
 
     # -- datasets
     granted = {d.name: d for d in allowed_datasets(config, user)}
@@ -707,6 +725,9 @@ def form_context(
         a = availability.gpu(slug)
         if a is None:
             text = f"{name}: availability unknown"
+        elif a.total == 0:
+            # nothing to count: "0 of 0 free" reads like a busy cluster, not a missing GPU
+            text = f"{name}: {a.note or f'none in the {availability.source} now'}"
         else:
             text = f"{name}: {a.free} of {a.total} free"
             if a.free and a.largest_free < a.free:
@@ -721,14 +742,14 @@ def form_context(
     if team is not None:
         name, t = team
         if usage is not None and usage.gpus_quota is not None:
-            quota_lines.append(f"team {name}: {usage.gpus_used} of {usage.gpus_quota} GPUs in use")
+            quota_lines.append(f"team {name}: {usage.gpus_used} of {gpus_text(usage.gpus_quota)} in use")
         elif t.quota.gpus is not None:
-            quota_lines.append(f"team {name}: quota of {t.quota.gpus} GPUs")
+            quota_lines.append(f"team {name}: quota of {gpus_text(t.quota.gpus)}")
         user_quota = t.user_quota.gpus if t.user_quota else None
         if usage is not None and usage.user_gpus_quota is not None:
-            quota_lines.append(f"you: {usage.user_gpus_used} of {usage.user_gpus_quota} GPUs in use")
+            quota_lines.append(f"you: {usage.user_gpus_used} of {gpus_text(usage.user_gpus_quota)} in use")
         elif user_quota is not None:
-            quota_lines.append(f"you: quota of {user_quota} GPUs")
+            quota_lines.append(f"you: quota of {gpus_text(user_quota)}")
 
     cards = []
     for p in profiles:
@@ -737,6 +758,9 @@ def form_context(
         chosen_count = selected.gpus if selected and selected.profile is p else default_count
         if states and all(s.refused for s in states):
             unavailable = "; ".join(dict.fromkeys(s.refused for s in states if s.refused))
+        elif states and all(s.refused or s.absent for s in states):
+            # no such GPU at all: say so plainly, it is not a matter of waiting
+            unavailable = next(s.busy for s in states if s.absent) or ""
         elif states and all(s.refused or s.busy for s in states):
             unavailable = "not free now: " + next(s.busy for s in states if s.busy)
         else:
@@ -797,6 +821,49 @@ def render_form(
         config, user, availability, user_options=user_options, refuse_unavailable=refuse_unavailable
     )
     return _template().render(**context)
+
+
+# --------------------------------------------------------------------------------------------------
+# The notebook side's view of the config
+
+
+def user_config_view(
+    config: KubelabConfig, user: UserInfo, *, unusable_datasets: Iterable[str] = ()
+) -> KubelabConfig | None:
+    """The part of the admin config *user* may see, as a config of its own: their profiles and
+    the GPU types those use, the datasets their groups grant that this backend can mount (with
+    ``{username}`` expanded in sub paths and claim names, as in their notebook), their team
+    only, and the ``home``, ``jobs``, ``serving`` and ``pod_security`` sections whole. The
+    notebook side loads it for its limits; other groups' profiles, datasets, claim names and
+    teams stay on the hub. None when the user has no profile (they cannot start a server).
+    """
+    profiles = allowed_profiles(config, user)
+    if not profiles:
+        return None
+    skip = set(unusable_datasets)
+    datasets = []
+    for d in allowed_datasets(config, user):
+        if d.name in skip:
+            continue
+        changes: dict[str, Any] = {"source": expand_source(d.source, username=user.name)}
+        if d.sub_path:
+            changes["sub_path"] = expand_user_path(d.sub_path, user)
+        datasets.append(d.model_copy(update=changes))
+    team = config.team_for(sorted(user.groups))
+    gpu_types = {p.gpu.type for p in profiles if p.gpu}
+    referenced = set(user.groups) | {g for x in (*profiles, *datasets) for g in x.groups}
+    if team:
+        referenced.add(team[0])
+    data = config.model_dump(mode="json", exclude_none=True)
+    data.update(
+        groups={k: v for k, v in data["groups"].items() if k in referenced},
+        gpu_types={k: v for k, v in data["gpu_types"].items() if k in gpu_types},
+        profiles=[p.model_dump(mode="json", exclude_none=True) for p in profiles],
+        datasets=[d.model_dump(mode="json", exclude_none=True) for d in datasets],
+        teams={team[0]: team[1].model_dump(mode="json", exclude_none=True)} if team else {},
+    )
+    # validated again: the view must load where it is read (kubelab.core.config.load_config)
+    return KubelabConfig.model_validate(data)
 
 
 # --------------------------------------------------------------------------------------------------

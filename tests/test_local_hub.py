@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,7 +66,8 @@ def test_chooser_shows_the_users_profiles_and_marks_the_gpu_profile_unavailable(
     assert 'value="vision-data"' not in page, "a dataset of another group is shown"
     gpu_card = page[page.index('id="kl-profile-gpu"'):]
     gpu_card = gpu_card[: gpu_card.index("</fieldset>")]
-    assert "Unavailable" in gpu_card and "no NVIDIA GPU" in gpu_card
+    assert "Unavailable: this machine has no NVIDIA GPU" in gpu_card
+    assert "not free now" not in gpu_card  # no GPU at all is not a matter of waiting
     # what this machine does not enforce is said
     assert "On this machine" in page and "CPU limit 1 not enforced" in page
 
@@ -146,8 +148,25 @@ def test_the_server_runs_in_its_working_dir_with_datasets_no_gpu_and_a_memory_li
     assert [d["name"] for d in datasets] == ["shared"]
     assert datasets[0]["read_only"] is True and datasets[0]["mount_path"] == "/data/shared"
     assert datasets[0]["path"] == str(home / "data" / "shared")
+    # the contract (kubelab.core.notebook_env) carries what local jobs need: groups, team, config
+    from kubelab.core.jobs.context import JobContext
+
+    assert json.loads(env["KUBELAB_GROUPS"]) == ["ml"] and env["KUBELAB_TEAM"] == "ml"
+    ctx = JobContext.from_environ(env)
+    assert ctx.groups == ("ml",) and ctx.config is not None and ctx.notebook is not None
+    assert ctx.config.dataset("shared").mount_path == str(home / "data" / "shared")  # where it is here
     link = home / "data" / "shared"
     assert link.is_symlink() and (link / "hello.txt").read_text() == "hello\n"
     four_gib = 4 * 1024**3
     assert proc.rlimit(psutil.RLIMIT_AS) == (four_gib, four_gib)
     assert (hub.data_dir / "logs" / "servers" / "alice.log").stat().st_size > 0
+
+
+def test_jupyterlab_does_not_ask_about_news(hub: UpProcess, alice_server: dict) -> None:
+    token = hub.user_token("alice")
+    r = requests.get(f"{hub.url}/user/alice/lab", headers={"Authorization": f"token {token}"}, timeout=30)
+    assert r.status_code == 200, r.status_code
+    config = re.search(r'id="jupyter-config-data"[^>]*>(.*?)</script>', r.text, re.S)
+    assert config, "no page config in the lab page"
+    # the plugin that asks "Would you like to get notified about official Jupyter news?" is off
+    assert "@jupyterlab/apputils-extension:announcements" in json.loads(config.group(1))["disabledExtensions"]

@@ -15,6 +15,7 @@ import pytest
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from tornado import web
 
+from kubelab.core import config as config_module
 from kubelab.core.config import load_config
 from kubelab.spawner import local
 from kubelab.spawner.local import (
@@ -271,7 +272,12 @@ def test_the_form_says_what_this_machine_does_not_enforce(tmp_path: Path) -> Non
     assert "dataset <b>shared</b>" in notes
 
 
-def test_the_config_is_reread_when_changed_and_a_broken_edit_keeps_the_last_good(tmp_path: Path) -> None:
+def test_the_spawner_reads_the_config_through_the_shared_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kubelab.core.config.cached_config (tests/test_config_cache.py has the cases): an edit is
+    seen, a broken edit keeps the last good config."""
+    monkeypatch.setattr(config_module, "RECHECK_SECONDS", 0.0)
     spawner = make_spawner(tmp_path)
     assert len(spawner.kubelab.profiles) == 3
     path = Path(spawner.kubelab_config)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from kubelab.core import objects as O
-from kubelab.core.config import PodSecurity, Quota
+from kubelab.core.config import PodSecurity, Quota, dump_config, parse_config
 from kubelab.core.podsecurity import violations
 from kubelab.tests.test_spawner_profiles import CONFIG
 
@@ -58,11 +58,10 @@ def test_role_is_limited_to_its_namespace_and_kinds() -> None:
     assert role["kind"] == "Role" and role["metadata"]["namespace"] == "n"
     granted = {(g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
     assert granted == {("batch", "jobs"), ("apps", "deployments"), ("", "services"), ("", "pods"),
-                       ("", "pods/log"), ("", "events"), ("events.k8s.io", "events"), ("", "configmaps")}
+                       ("", "pods/log"), ("", "events"), ("events.k8s.io", "events")}
     pods = next(r for r in role["rules"] if r["resources"] == ["pods"])
     assert "create" not in pods["verbs"]
-    cm = next(r for r in role["rules"] if r["resources"] == ["configmaps"])
-    assert cm["resourceNames"] == ["kubelab-notebook"] and cm["verbs"] == ["get"]
+    # no configmaps: the notebook's config view is a mounted file, not readable by teammates
     assert not any("secrets" in r["resources"] or "*" in r["verbs"] for r in role["rules"])
     rb = O.make_role_binding(namespace="n")
     assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "kubelab-user", "namespace": "n"}]
@@ -101,16 +100,13 @@ def test_security_context_and_shm_make_a_restricted_pod() -> None:
     assert violations({"spec": {"securityContext": psc, "containers": [{"name": "c", "securityContext": csc}]}}, "baseline") == []
 
 
-def test_notebook_settings_config_map() -> None:
-    settings = O.notebook_settings(
-        CONFIG, username="alice", namespace="kubelab-ml-alice", team=CONFIG.team_for(["ml"]),
-        datasets=[{"name": "imagenet", "mount_path": "/data/imagenet", "read_only": True}],
-        gpu_types=["a100"], image="img",
-    )
-    cm = O.make_notebook_config_map(settings, namespace="kubelab-ml-alice", user="alice")
-    data = json.loads(cm["data"]["kubelab.json"])
-    assert data["team"] == "ml" and data["quota"]["gpus"] == 4 and data["user_quota"]["gpus"] == 2
-    assert data["gpu_types"]["a100"]["resource"] == "nvidia.com/gpu"
-    assert data["jobs"]["max_gpus_per_job"] == CONFIG.jobs.max_gpus_per_job
+def test_notebook_config_map_is_per_user() -> None:
+    text = dump_config(CONFIG)
+    cm = O.make_notebook_config_map(text, namespace="kubelab-vision", username="Victor@x", team="vision")
+    assert cm["metadata"]["name"] == "kubelab-notebook-" + O.safe_dns_label("Victor@x")
+    assert cm["metadata"]["name"] != O.make_notebook_config_map(
+        text, namespace="kubelab-vision", username="vera", team="vision")["metadata"]["name"]
+    assert cm["metadata"]["labels"]["kubelab.dev/team"] == "vision"
+    assert parse_config(cm["data"]["kubelab.yaml"]) == CONFIG
     assert O.fingerprint(cm) == O.fingerprint(json.loads(json.dumps(cm)))
     assert O.gpu_count("2") == 2 and O.gpu_count("x") == 0

@@ -228,8 +228,8 @@ async def test_gpu_pod_with_datasets(kube_cluster: Any, make_spawner: Callable[.
     role = kube_cluster.get_object("roles", "kubelab-ml-alice", "kubelab-user", group="rbac.authorization.k8s.io")
     assert {tuple(r["resources"]) for r in role["rules"]} >= {("jobs",), ("deployments",), ("pods/log",)}
     assert kube_cluster.get_object("rolebindings", "kubelab-ml-alice", "kubelab-user", group="rbac.authorization.k8s.io")
-    cm = kube_cluster.get_object("configmaps", "kubelab-ml-alice", "kubelab-notebook")
-    assert '"max_gpus_per_job"' in cm["data"]["kubelab.json"]
+    cm = kube_cluster.get_object("configmaps", "kubelab-ml-alice", "kubelab-notebook-alice")
+    assert "max_gpus_per_job" in cm["data"]["kubelab.yaml"]
 
     # the second spawn re-writes nothing in the namespace
     await spawner.stop()
@@ -240,6 +240,93 @@ async def test_gpu_pod_with_datasets(kube_cluster: Any, make_spawner: Callable[.
     cpu_pod = pod_of(kube_cluster, spawner)
     assert "nvidia.com/gpu" not in str(cpu_pod["spec"]["containers"][0]["resources"])
     assert violations(cpu_pod, "restricted") == []
+
+
+async def test_the_notebooks_environment_gives_its_jobs_the_same_world(
+    kube_cluster: Any, make_spawner: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end over the contract (kubelab.core.notebook_env): a notebook pod spawned by
+    ProfileSpawner, its env and its mounted config fed to the job side's JobContext, give a job
+    the notebook's namespace, service account, datasets (same volumes, sub paths and mount
+    paths), admin limits and home claim."""
+    from kubelab.core.jobs.context import JobContext
+    from kubelab.core.jobs.errors import DatasetNotAllowed, QuotaExceeded
+    from kubelab.core.jobs.kubernetes import KubernetesBackend
+    from kubelab.core.jobs.types import JobSpec
+    from kubelab.core.notebook_env import NotebookEnv
+
+    kube_cluster.add_node("a100-0", gpus=8, labels=A100, taints=GPU_TAINT)
+    spawner = make_spawner(
+        volumes=[{"name": "home", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}],
+        volume_mounts=[{"name": "home", "mountPath": "/home/jovyan"}],
+    )
+    await start(spawner, {"profile": "a100", "gpus": 2, "datasets": [
+        "imagenet", {"name": "scratch", "sub_path": "exp", "mount_path": "/scratch/exp"}]})
+    pod = pod_of(kube_cluster, spawner)
+    container = pod["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+    # what the spawner said, read back through the contract
+    nb = NotebookEnv.from_env(env)
+    assert (nb.backend, nb.user, nb.groups, nb.team) == ("kubernetes", "alice", ("ml",), "ml")
+    assert (nb.namespace, nb.service_account) == ("kubelab-ml-alice", "kubelab-user")
+    assert (nb.profile, nb.gpu_type, nb.gpus, nb.image) == ("a100", "a100", 2, "ghcr.io/kubelab/notebook-cuda:1")
+    assert (nb.home_claim, nb.home_mount) == (spawner.pvc_name, "/home/jovyan")
+    assert nb.config_path == "/etc/kubelab/kubelab.yaml"
+    scratch = nb.dataset("scratch")
+    assert scratch is not None and (scratch.mount_path, scratch.sub_path) == ("/scratch/exp", "users/alice/exp")
+    assert scratch.source == {"pvc": {"claim_name": "scratch"}} and scratch.read_only is False
+
+    # the config: the user's view, from the ConfigMap mounted at /etc/kubelab
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["kubelab-settings"]["mountPath"] == "/etc/kubelab"
+    cm_name = volumes["kubelab-settings"]["configMap"]["name"]
+    cm = kube_cluster.get_object("configmaps", "kubelab-ml-alice", cm_name)
+    etc = tmp_path / "etc-kubelab"
+    etc.mkdir()
+    for key, text in cm["data"].items():
+        (etc / key).write_text(text)
+    assert "coco" not in cm["data"]["kubelab.yaml"]  # vision's dataset stays on the hub
+    assert "kubelab-vision" not in cm["data"]["kubelab.yaml"]  # and vision's team
+
+    # the notebook's kernel: the pod's env, with the config where the pod has it mounted
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "train.py").write_text("print('training')\n")
+    monkeypatch.chdir(work)
+    kernel_env = {**env, "KUBELAB_CONFIG": str(etc / "kubelab.yaml"),
+                  "KUBELAB_JOBS_ROOT": str(tmp_path / "home" / "kubelab-jobs")}
+    ctx = JobContext.from_environ(kernel_env)
+    assert (ctx.user, ctx.groups, ctx.namespace) == ("alice", ("ml",), "kubelab-ml-alice")
+    assert (ctx.service_account, ctx.home_claim, ctx.gpu_type) == ("kubelab-user", spawner.pvc_name, "a100")
+    assert ctx.config is not None and ctx.config.teams["ml"].user_quota.gpus == 2
+
+    backend = KubernetesBackend(ctx, kubeconfig=kube_cluster.kubeconfig_path)
+    try:
+        # the admin's limits: alice's own GPU quota is 2, and vision's dataset is not hers
+        with pytest.raises(QuotaExceeded, match="per-user GPU quota of 2"):
+            await asyncio.to_thread(backend.submit, JobSpec(script="train.py", name="big", gpus=3))
+        with pytest.raises(DatasetNotAllowed, match="coco"):
+            await asyncio.to_thread(backend.submit, JobSpec(script="train.py", name="cv", data=["coco"]))
+        await asyncio.to_thread(backend.submit, JobSpec(
+            script="train.py", name="same-world", gpus=1, data=["imagenet", "scratch"]))
+    finally:
+        backend.close()
+    job = kube_cluster.get_object("jobs", "kubelab-ml-alice", "same-world", group="batch")
+    assert job is not None, "the job went to the notebook's namespace"
+    job_pod = job["spec"]["template"]["spec"]
+    assert job_pod["serviceAccountName"] == "kubelab-user"
+    assert job_pod["nodeSelector"] == A100
+    job_volumes = {v["name"]: v for v in job_pod["volumes"]}
+    job_mounts = {m["name"]: m for m in job_pod["containers"][0]["volumeMounts"]}
+    # the same volumes as the notebook's, at the same paths, with the same sub paths and modes
+    for name in ("kubelab-data-imagenet", "kubelab-data-scratch"):
+        assert job_volumes[name] == volumes[name], name
+        assert job_mounts[name] == mounts[name], name
+    home = next(v for v in job_pod["volumes"] if v.get("persistentVolumeClaim", {}).get("claimName") == spawner.pvc_name)
+    assert next(m for m in job_pod["containers"][0]["volumeMounts"] if m["name"] == home["name"])["mountPath"] == "/home/jovyan"
+    assert violations({"spec": job_pod}, "restricted") == []
 
 
 async def test_shared_team_namespace(kube_cluster: Any, make_spawner: Callable[..., Any]) -> None:

@@ -350,8 +350,8 @@ def test_form_shows_availability_quota_and_reasons() -> None:
     assert "team ml: 2 of 4 GPUs in use" in page
     assert "you: 0 of 2 GPUs in use" in page
     # 4 and 8 are over the user's quota of 2: disabled, with the reason
-    assert re.search(r'value="4" disabled>\s*4 × .*?unavailable: over your quota of 2 GPUs', page, re.S)
-    assert re.search(r'value="8" disabled>\s*8 × .*?unavailable: over team ml\'s quota of 4', page, re.S)
+    assert re.search(r'value="4" disabled>\s*<span class="kl-count-text">4 × .*?unavailable: over your quota of 2 GPUs', page, re.S)
+    assert re.search(r'value="8" disabled>\s*<span class="kl-count-text">8 × .*?unavailable: over team ml\'s quota of 4', page, re.S)
     assert re.search(r'value="local" disabled>.*?unavailable: hostPath volumes', page, re.S)
     assert "read-only" in page and "read-write" in page
     assert "2 GiB /dev/shm" in page

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from kubelab.core.config import Dataset, KubelabConfig, PodSecurity, Quota, Team
+from kubelab.core.config import Dataset, KubelabConfig, PodSecurity, Quota, VolumeSource
 from kubelab.core.quantity import parse_quantity
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -36,6 +36,8 @@ SHM_VOLUME = "kubelab-shm"
 DATASET_VOLUME_PREFIX = "kubelab-data-"
 #: where the notebook-side settings ConfigMap is mounted (kubelab reserves /etc/kubelab)
 NOTEBOOK_CONFIG_PATH = "/etc/kubelab"
+#: the file in it: the user's view of the admin config
+NOTEBOOK_CONFIG_FILE = "kubelab.yaml"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -203,8 +205,8 @@ ROLE_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [NOTEBOOK_CONFIG_MAP],
-     "verbs": ["get"]},
+    # Why no configmaps: the notebook reads its view of the admin config from the mounted file;
+    # in a team's shared namespace, API access would let members read each other's views.
 ]
 
 
@@ -290,13 +292,10 @@ def dataset_volume(
     """
     ro = dataset.read_only if read_only is None else read_only
     name = dataset_volume_name(dataset.name)
-    source = dataset.source
+    source = dataset.source if username is None else expand_source(dataset.source, username=username)
     volume: dict[str, Any] = {"name": name}
     if source.pvc is not None:
-        claim = source.pvc.claim_name
-        if username is not None:
-            claim = claim.replace("{username}", safe_dns_label(username))
-        volume["persistentVolumeClaim"] = {"claimName": claim, "readOnly": ro}
+        volume["persistentVolumeClaim"] = {"claimName": source.pvc.claim_name, "readOnly": ro}
     elif source.nfs is not None:
         volume["nfs"] = {"server": source.nfs.server, "path": source.nfs.path, "readOnly": ro}
     elif source.csi is not None:
@@ -315,6 +314,14 @@ def dataset_volume(
     return volume, mount
 
 
+def expand_source(source: VolumeSource, *, username: str) -> VolumeSource:
+    """*source* with ``{username}`` in a PVC's claim name expanded (per-user claims), DNS-safe."""
+    if source.pvc is None or "{username}" not in source.pvc.claim_name:
+        return source
+    claim = source.pvc.claim_name.replace("{username}", safe_dns_label(username))
+    return source.model_copy(update={"pvc": source.pvc.model_copy(update={"claim_name": claim})})
+
+
 def volume_allowed(dataset: Dataset, level: str) -> str | None:
     """Why *dataset* cannot be mounted under Pod Security *level*, or None when it can."""
     kind = dataset.source.kind
@@ -329,43 +336,22 @@ def volume_allowed(dataset: Dataset, level: str) -> str | None:
 # What the notebook side may use
 
 
-def notebook_settings(
-    config: KubelabConfig, *, username: str, namespace: str, team: tuple[str, Team] | None,
-    datasets: Sequence[Mapping[str, Any]], gpu_types: Sequence[str], image: str,
-) -> dict[str, Any]:
-    """The notebook side's view of its limits (``/etc/kubelab/kubelab.json`` and the env).
-
-    *datasets* are the ones the user may mount in jobs (name, mount_path, read_only, sub_path,
-    mounted), *gpu_types* the GPU types their profiles grant.
-    """
-    quota = team[1].quota if team else None
-    user_quota = team[1].user_quota if team else None
-    return {
-        "version": 1,
-        "user": username,
-        "namespace": namespace,
-        "team": team[0] if team else None,
-        "image": image,
-        "datasets": [dict(d) for d in datasets],
-        "gpu_types": {
-            t: {"display_name": config.gpu_types[t].display_name, "resource": config.gpu_types[t].resource,
-                "node_selector": dict(config.gpu_types[t].node_selector)}
-            for t in gpu_types if t in config.gpu_types
-        },
-        "jobs": config.jobs.model_dump(mode="json"),
-        "serving": config.serving.model_dump(mode="json"),
-        "quota": quota.model_dump(mode="json") if quota else None,
-        "user_quota": user_quota.model_dump(mode="json") if user_quota else None,
-        "pod_security": config.pod_security.model_dump(mode="json"),
-    }
+def notebook_config_map_name(username: str) -> str:
+    """The ConfigMap with *username*'s view of the admin config (one per user: a team's shared
+    namespace holds one for each member, since groups, and so granted datasets, differ)."""
+    return f"{NOTEBOOK_CONFIG_MAP}-{safe_dns_label(username)}"
 
 
 def make_notebook_config_map(
-    settings: Mapping[str, Any], *, namespace: str, name: str = NOTEBOOK_CONFIG_MAP,
-    user: str | None = None, team: str | None = None,
+    config_yaml: str, *, namespace: str, username: str, team: str | None = None,
 ) -> dict[str, Any]:
-    obj = _obj("v1", "ConfigMap", name, namespace, labels(user=user, team=team))
-    obj["data"] = {"kubelab.json": json.dumps(settings, indent=1, sort_keys=True)}
+    """The ConfigMap mounted at :data:`NOTEBOOK_CONFIG_PATH` in *username*'s notebook pods:
+    ``kubelab.yaml``, the part of the admin config the user may see (their profiles, datasets,
+    team, and the job, serving and Pod Security settings), which the notebook side loads for
+    its limits (``KUBELAB_CONFIG``)."""
+    obj = _obj("v1", "ConfigMap", notebook_config_map_name(username), namespace,
+               labels(user=username, team=team))
+    obj["data"] = {NOTEBOOK_CONFIG_FILE: config_yaml}
     return obj
 
 
