@@ -67,7 +67,9 @@ from kubelab.spawner.profiles import (
     UserInfo,
     allowed_datasets,
     allowed_profiles,
+    gpus_text,
     options_from_form,
+    plural,
     render_form,
     validate_user_options,
 )
@@ -174,7 +176,7 @@ class GpuAllocator:
             free = self.free(candidates)
             if len(free) < count:
                 raise NoGpuFree(
-                    f"{count} GPU(s) asked, {len(free)} of {len(candidates)} free on this machine"
+                    f"{gpus_text(count)} asked, {len(free)} of {len(candidates)} free on this machine"
                 )
             devices = tuple(g.device for g in free[:count])
             self._grants[server] = _Grant(server, user, team, devices)
@@ -186,7 +188,7 @@ class GpuAllocator:
             others = {d for s, g in self._grants.items() if s != server for d in g.devices}
             clash = others.intersection(devices)
             if clash:
-                raise NoGpuFree(f"GPU(s) {', '.join(sorted(clash))} are held by another server")
+                raise NoGpuFree(f"{plural(len(clash), 'GPU')} ({', '.join(sorted(clash))}) held by another server")
             self._grants[server] = _Grant(server, user, team, tuple(devices))
 
     def release(self, server: str) -> None:

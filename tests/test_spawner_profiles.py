@@ -420,3 +420,31 @@ def test_kubespawner_profile_list() -> None:
     unlisted = a100["profile_options"]["image"]["unlisted_choice"]
     assert unlisted["enabled"] and unlisted["kubespawner_override"] == {"image": "{value}"}
     assert not pl[0]["profile_options"]["image"]["unlisted_choice"]["enabled"]
+
+
+def test_counts_are_worded_in_the_right_number() -> None:
+    av = P.Availability(
+        gpus={"a100": P.GpuAvailability(total=1, free=0, largest_free=0)},
+        quota=P.QuotaUsage("ml", gpus_used=0, gpus_quota=1, user_gpus_used=1, user_gpus_quota=1),
+    )
+    page = html.unescape(P.render_form(CONFIG, ALICE, av))
+    assert "team ml: 0 of 1 GPU in use" in page and "you: 1 of 1 GPU in use" in page
+    assert not re.search(r"\b1 GPUs\b", page)
+    with pytest.raises(P.InvalidOptions, match=r"^1 GPU: you use 1 of your 1 GPU;"):
+        P.validate_user_options(CONFIG, ALICE, {"profile": "a100", "gpus": 1}, av)
+    assert P.plural(0, "GPU") == "0 GPUs" and P.plural(2, "node") == "2 nodes"
+
+
+def test_no_gpu_of_the_type_at_all_is_said_once_and_plainly() -> None:
+    note = "this machine has no NVIDIA GPU (nvidia-smi not found)"
+    av = P.Availability(gpus={"a100": P.GpuAvailability(total=0, free=0, largest_free=0, note=note)},
+                        source="this machine")
+    page = html.unescape(P.render_form(CONFIG, ALICE, av, refuse_unavailable=True))
+    assert f"Unavailable: {note}" in page
+    assert "not free now" not in page and "0 of 0 free" not in page
+    assert f"NVIDIA A100 <80GB> & \"friends\": {note}" in page
+    with pytest.raises(P.InvalidOptions, match="no NVIDIA GPU"):
+        P.validate_user_options(CONFIG, ALICE, {"profile": "a100"}, av, refuse_unavailable=True)
+    cluster = html.unescape(P.render_form(CONFIG, ALICE, P.Availability(
+        gpus={"a100": P.GpuAvailability(total=0, free=0, largest_free=0)})))
+    assert 'Unavailable: the cluster has no NVIDIA A100 <80GB> & "friends" now' in cluster
