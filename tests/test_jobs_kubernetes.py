@@ -51,7 +51,10 @@ def make(cluster, namespace: str, root: Path, **kw) -> KubernetesBackend:
         except kubernetes.client.ApiException as e:
             if e.status != 409:
                 raise
-    ctx = JobContext(user="alice@example.org", groups=("ml",), config=CONFIG, image=IMAGE,
+    # the home volume is mounted where the notebook has it, and the jobs folder is on it
+    config = CONFIG.model_copy(update={"home": CONFIG.home.model_copy(
+        update={"mount_path": str(root)})})
+    ctx = JobContext(user="alice@example.org", groups=("ml",), config=config, image=IMAGE,
                      namespace=namespace, jobs_root=root / "kubelab-jobs", gpu_type="a100",
                      home_claim="claim-alice", service_account="kubelab-user")
     return KubernetesBackend(ctx, kubeconfig=cluster.kubeconfig_path, **kw)
@@ -90,7 +93,11 @@ def test_a_single_node_job(k8s: KubernetesBackend, kube_cluster, kube_namespace:
     pod = spec["template"]["spec"]
     assert podsecurity.violations({"spec": pod}) == []
     container = pod["containers"][0]
-    assert container["command"] == ["python", "-u", "train.py", "--lr", "0.1"]
+    assert container["command"][:2] == ["sh", "-c"]  # the runner keeping a copy of the log
+    assert container["command"][4:] == ["python", "-u", "train.py", "--lr", "0.1"]
+    (init,) = pod["initContainers"]  # unpacks the snapshot from the home volume
+    assert init["command"][-2:] == [k8s.last_snapshot.id, container["workingDir"]]
+    assert init["resources"] == container["resources"] and init["image"] == IMAGE
     assert container["image"] == IMAGE
     assert container["workingDir"] == str(Path(info.output_dir).parent / "workspace")
     assert container["resources"] == {"requests": {"cpu": "2", "memory": "8Gi"},
@@ -99,7 +106,9 @@ def test_a_single_node_job(k8s: KubernetesBackend, kube_cluster, kube_namespace:
     assert env["SEED"] == "1" and env["KUBELAB_JOB_NAME"] == "one"
     assert env["KUBELAB_DATA_IMAGENET"] == "/data/imagenet"
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert {"/home/jovyan", "/data/imagenet", "/dev/shm"} <= mounts
+    home = str(Path(info.output_dir).parents[2])
+    workspace = str(Path(info.output_dir).parent / "workspace")
+    assert {home, workspace, "/data/imagenet", "/dev/shm"} <= mounts
     assert pod["serviceAccountName"] == "kubelab-user"
     assert "nodeSelector" not in pod  # no GPUs: any node
 
@@ -151,7 +160,7 @@ def test_multi_node_indexed_job_and_headless_service(kube_cluster, kube_namespac
                                        "effect": "NoSchedule"}]
         container = pod["containers"][0]
         assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
-        assert container["command"] == [
+        assert container["command"][4:] == [
             "torchrun", "--nnodes=$(NNODES)", "--nproc-per-node=4", "--node-rank=$(NODE_RANK)",
             "--master-addr=$(MASTER_ADDR)", "--master-port=$(MASTER_PORT)", "train.py",
             "--epochs", "3"]
@@ -356,7 +365,7 @@ def test_pytorchjob_when_only_kubeflow_training_operator_is_served(
         assert replicas["Master"]["replicas"] == 1 and replicas["Worker"]["replicas"] == 2
         container = replicas["Worker"]["template"]["spec"]["containers"][0]
         assert container["name"] == "pytorch"
-        assert container["command"] == ["torchrun", "--nproc-per-node=2", "train.py"]
+        assert container["command"][4:] == ["torchrun", "--nproc-per-node=2", "train.py"]
         assert obj["spec"]["runPolicy"]["ttlSecondsAfterFinished"] == 604800
         assert podsecurity.violations({"spec": replicas["Master"]["template"]["spec"]}) == []
         assert backend.cancel("ptj").status.phase is JobPhase.CANCELLED
@@ -386,3 +395,133 @@ def test_the_magics_over_the_kubernetes_backend(k8s: KubernetesBackend, kube_clu
         magics.jobs("wait magic")
     magics.jobs("")
     assert "magic" in capsys.readouterr().out
+
+
+def test_the_pod_runner_keeps_the_log_and_the_exit_code(tmp_path: Path) -> None:
+    """The shell a job container runs (k8s_objects.RUNNER), run here with /bin/sh."""
+    import signal
+    import subprocess
+    import sys
+
+    from kubelab.core.jobs import k8s_objects as ko
+
+    script = ko.RUNNER.replace("/dev/shm", str(tmp_path))
+    env = {"PATH": "/usr/bin:/bin", "KUBELAB_LOG_DIR": str(tmp_path / "logs"), "NODE_RANK": "1"}
+    code = "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"
+    done = subprocess.run(["sh", "-c", script, "kubelab-job", sys.executable, "-c", code],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 3
+    assert sorted(done.stdout.split()) == ["err", "out"]  # the pod log: both streams
+    assert sorted((tmp_path / "logs/rank-1.txt").read_text().split()) == ["err", "out"]
+    assert not (tmp_path / ".kubelab-log").exists()
+    # SIGTERM to the shell (PID 1 in the pod) reaches the job, whose code is the pod's
+    slow = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, lambda *a: (print('stopping', flush=True), sys.exit(7)))\n"
+            "print('ready', flush=True)\ntime.sleep(30)\n")
+    proc = subprocess.Popen(["sh", "-c", script, "kubelab-job", sys.executable, "-c", slow],
+                            env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 7
+    assert (tmp_path / "logs/rank-1.txt").read_text().endswith("ready\nstopping\n")
+
+
+def test_the_trainjob_command_unpacks_then_runs(tmp_path: Path, work: Path) -> None:
+    """A TrainJob cannot have an init container: its shell unpacks the workspace first."""
+    import subprocess
+    import sys
+
+    from kubelab.core.jobs import k8s_objects as ko
+    from kubelab.core.jobs.snapshot import SnapshotStore
+
+    snap = SnapshotStore(tmp_path / "store").take(work)
+    ws = tmp_path / "ws"
+    built = ko.build(
+        name="tj", namespace="ns", user="alice", image=IMAGE, entry="train.py", args=["a"],
+        workdir=str(ws), gpus=0, nodes=1, cpus=None, memory=None, env={}, datasets=[],
+        gpu_type=None, pod_security=CONFIG.pod_security, home_claim=None, home_mount="/home",
+        ttl_seconds_after_finished=None, active_deadline_seconds=None, service_account=None,
+        submission="x", summary={}, kind="TrainJob", snapshot_store=str(snap.store),
+        snapshot_id=snap.id)
+    command = built.main["spec"]["trainer"]["command"]
+    # `torchrun` stands in for itself: a script printing where it runs and its arguments
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "torchrun").write_text('#!/bin/sh\necho "$PWD" "$@"\n')
+    (bin_dir / "torchrun").chmod(0o755)
+    (bin_dir / "python").symlink_to(sys.executable)
+    done = subprocess.run(command, env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(ws), "train.py", "a"]
+    assert (ws / "train.py").read_text() == "print('training')\n"
+
+
+def _cut_streams(cluster) -> int:
+    """Break every open streaming response of the test server (log follows and watches) the way
+    a load balancer or an API server restart does: the TCP connection, without a last chunk."""
+
+    def cut() -> int:
+        count = 0
+        for response in list(cluster.emulator.handler.streams):
+            request = getattr(response, "_req", None)
+            transport = request.transport if request is not None else None
+            if transport is not None:
+                transport.abort()
+                count += 1
+        return count
+
+    return cluster.call(cut)
+
+
+def test_a_dropped_log_follow_resumes_without_repeats_or_losses(
+        k8s: KubernetesBackend, kube_cluster, kube_namespace: str) -> None:
+    k8s.submit(JobSpec(script="train.py", name="resume"))
+    (pod,) = running_pods(kube_cluster, kube_namespace, "resume")
+    pod_name = pod["metadata"]["name"]
+    wait_for(lambda: k8s.get("resume").status.phase is JobPhase.RUNNING, what="Running")
+    # many lines within the same instants: resuming must count, not only compare times
+    kube_cluster.append_logs(kube_namespace, pod_name, "".join(f"a{i}\n" for i in range(300)))
+    stream = k8s.open_logs("resume", follow=True)
+    got: list[str] = []
+
+    def read_until(count: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(got) < count and time.monotonic() < deadline:
+            batch = stream.read(timeout=1)
+            assert batch is not None, f"the log ended after {len(got)} lines: {got[-3:]}"
+            got.extend(batch)
+        assert len(got) == count, f"{len(got)} lines, not {count}: {got[-3:]}"
+
+    read_until(300)
+    for round_ in range(3):
+        assert _cut_streams(kube_cluster) >= 1
+        kube_cluster.append_logs(kube_namespace, pod_name,
+                                 "".join(f"b{round_}-{i}\n" for i in range(100)))
+        read_until(300 + 100 * (round_ + 1))
+    kube_cluster.finish_pod(kube_namespace, pod_name, 0, logs="last\n")
+    while (batch := stream.read(timeout=10)) is not None:
+        got += batch
+    want = [f"a{i}" for i in range(300)] + [
+        f"b{r}-{i}" for r in range(3) for i in range(100)] + ["last"]
+    assert got == want
+
+
+def test_logs_outlive_the_pod(k8s: KubernetesBackend, kube_cluster, kube_namespace: str,
+                              kube_sync_api) -> None:
+    """After the Job's TTL (or a lost node) the pod log is gone; the runner's copy on the home
+    volume is what `Job.logs()` shows then."""
+    import kubernetes
+
+    info = k8s.submit(JobSpec(script="train.py", name="gone"))
+    (pod,) = running_pods(kube_cluster, kube_namespace, "gone")
+    kube_cluster.finish_pod(kube_namespace, pod["metadata"]["name"], 1, logs="boom\n")
+    k8s.wait("gone", timeout=10)
+    copy = Path(info.output_dir).parent / "logs" / "rank-0.txt"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text("epoch 1\nboom\n")  # what the runner (k8s_objects.RUNNER) wrote
+    kubernetes.client.CoreV1Api(kube_sync_api).delete_namespaced_pod(
+        pod["metadata"]["name"], kube_namespace, grace_period_seconds=0)
+    wait_for(lambda: not k8s._job_pods("gone"), what="the pod gone from the cache")
+    assert list(k8s.open_logs("gone")) == ["epoch 1", "boom"]
+    assert k8s.tail("gone", 1) == ["boom"]

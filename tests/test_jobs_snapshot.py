@@ -107,11 +107,98 @@ def test_extra_files_and_missing_workdir(tmp_path: Path) -> None:
         store.take(tmp_path / "nope")
 
 
-def test_blobs_are_read_only_hard_links(tmp_path: Path) -> None:
-    work = tree(tmp_path / "w", {"a.py": "a"})
+def test_later_edits_never_change_a_snapshot(tmp_path: Path) -> None:
+    work = tree(tmp_path / "w", {"a.py": "v1", "b.py": "b"})
     store = SnapshotStore(tmp_path / "store")
     snap = store.take(work)
+    (work / "a.py").write_text("v2")  # in place, same inode
+    (work / "b.py").unlink()
+    dest = tmp_path / "ws"
+    store.load(snap.id).materialize(dest)
+    assert (dest / "a.py").read_text() == "v1" and (dest / "b.py").read_text() == "b"
+    # the workspace is a private copy: a job writing there touches neither store nor user
+    (dest / "a.py").write_text("job")
+    again = tmp_path / "ws2"
+    snap.materialize(again)
+    assert (again / "a.py").read_text() == "v1"
+
+
+def test_one_pack_file_and_no_file_per_content(tmp_path: Path) -> None:
+    work = tree(tmp_path / "w", {f"d{i % 3}/f{i}.txt": f"content {i}" for i in range(30)})
+    store = SnapshotStore(tmp_path / "store")
+    store.take(work)
+    files = sorted(p.relative_to(store.root).as_posix() for p in store.root.rglob("*") if p.is_file())
+    assert [f for f in files if f.startswith("pack/")] == ["pack/data", "pack/index", "pack/lock"]
+    assert len([f for f in files if f.startswith("manifests/")]) == 1
+    size = (store.root / "pack/data").stat().st_size
+    assert size == sum(len(f"content {i}") for i in range(30))
+    # an unchanged resubmit, from another store object (another kernel), appends nothing
+    SnapshotStore(store.root).take(work)
+    assert (store.root / "pack/data").stat().st_size == size
+
+
+def test_unchanged_files_are_not_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubelab.core.jobs import snapshot
+
+    work = tree(tmp_path / "w", {"a.py": "a", "b.py": "b"})
+    store = SnapshotStore(tmp_path / "store")
+    first = store.take(work)
+    read: list[str] = []
+    real = snapshot._read_small
+    monkeypatch.setattr(snapshot, "_read_small", lambda p: read.append(p) or real(p))
+    assert SnapshotStore(store.root).take(work).id == first.id
+    assert read == []
+    (work / "b.py").write_text("bb")
+    store.take(work)
+    assert [Path(p).name for p in read] == ["b.py"]
+
+
+def test_big_files_are_streamed_and_deduplicated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubelab.core.jobs import snapshot
+
+    monkeypatch.setattr(snapshot, "_SMALL", 100)
+    big = os.urandom(5000)
+    work = tree(tmp_path / "w", {"big.bin": big, "copy.bin": big, "small.txt": "s"})
+    store = SnapshotStore(tmp_path / "store")
+    snap = store.take(work)
+    assert snap.new_files == 2 and snap.new_bytes == 5001
+    assert (store.root / "pack/data").stat().st_size == 5001
     dest = tmp_path / "ws"
     snap.materialize(dest)
-    st = (dest / "a.py").stat()
-    assert st.st_nlink == 2 and not st.st_mode & 0o222
+    assert (dest / "copy.bin").read_bytes() == big and (dest / "small.txt").read_text() == "s"
+
+
+def test_a_torn_index_record_is_dropped(tmp_path: Path) -> None:
+    work = tree(tmp_path / "w", {"a.py": "a"})
+    store = SnapshotStore(tmp_path / "store")
+    store.take(work)
+    with open(store.root / "pack/index", "ab") as f:
+        f.write(b"\x01" * 20)  # a crash in the middle of a record
+    (work / "b.py").write_text("b")
+    snap = SnapshotStore(store.root).take(work)
+    assert (store.root / "pack/index").stat().st_size % 48 == 0
+    dest = tmp_path / "ws"
+    SnapshotStore(store.root).load(snap.id).materialize(dest)
+    assert sorted(p.name for p in dest.iterdir()) == ["a.py", "b.py"]
+
+
+def test_the_pod_unpacker_is_self_contained(tmp_path: Path) -> None:
+    """What a Kubernetes job pod runs: the module's source with ``python -I -c``, no kubelab."""
+    import inspect
+    import subprocess
+    import sys
+
+    from kubelab.core.jobs import pack
+
+    work = tree(tmp_path / "w", {"train.py": "print(1)", "pkg/m.py": "X = 1"})
+    os.chmod(work / "train.py", 0o755)
+    snap = SnapshotStore(tmp_path / "store").take(work)
+    dest = tmp_path / "pod-ws"
+    code = inspect.getsource(pack)
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(snap.store), snap.id,
+                           str(dest)], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (dest / "pkg/m.py").read_text() == "X = 1" and os.access(dest / "train.py", os.X_OK)
+    missing = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(tmp_path / "nope"),
+                              snap.id, str(dest)], capture_output=True, text=True)
+    assert missing.returncode == 1 and "not mounted in this pod" in missing.stderr

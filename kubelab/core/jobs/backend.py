@@ -28,7 +28,7 @@ from kubelab.core.jobs.types import JobInfo, JobPhase, JobSpec, JobStatus, make_
 from kubelab.core.jobs.validate import Resolved, validate
 from kubelab.core.quantity import parse_quantity
 
-__all__ = ["Backend", "LogStream", "Prepared", "CELL_FILE"]
+__all__ = ["Backend", "LogStream", "Lines", "Prepared", "CELL_FILE"]
 
 #: the file a cell's code is written to in the job's workspace
 CELL_FILE = "_kubelab_cell.py"
@@ -130,6 +130,28 @@ class LogStream:
             self.close()
 
 
+class Lines:
+    """Whole lines out of a byte stream read in arbitrary chunks (the last, unfinished line is
+    kept for the next chunk)."""
+
+    def __init__(self) -> None:
+        self.pending = b""
+
+    def feed(self, chunk: bytes) -> list[str]:
+        data = self.pending + chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self.pending = data
+            return []
+        self.pending = data[cut + 1:]
+        return data[:cut].decode("utf-8", errors="replace").split("\n")
+
+    def rest(self) -> list[str]:
+        """What is left once the stream ended (a last line without a newline)."""
+        data, self.pending = self.pending, b""
+        return [data.decode("utf-8", errors="replace")] if data else []
+
+
 class Backend(abc.ABC):
     """Runs jobs for one user (*ctx*) and reports on them."""
 
@@ -173,7 +195,7 @@ class Backend(abc.ABC):
         fresh = not job_dir.exists()
         job_dir.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(prepared.workspace, ignore_errors=True)  # left by a deleted job of that name
-        snapshot.materialize(prepared.workspace)
+        self._workspace(prepared)
         prepared.output_dir.mkdir(exist_ok=True)
         timings["snapshot"] = time.perf_counter() - t1
         t2 = time.perf_counter()
@@ -207,6 +229,11 @@ class Backend(abc.ABC):
     def gpus_in_use(self) -> int:
         """GPUs held by this user's unfinished jobs (for the quota check)."""
         return sum(j.gpus * j.nodes for j in self.list() if not j.status.done)
+
+    def _workspace(self, prepared: Prepared) -> None:
+        """Materialise the snapshot where the job will run: here, into ``workspace/`` (the local
+        backend); a backend whose jobs run elsewhere does it there instead."""
+        prepared.snapshot.materialize(prepared.workspace)
 
     # -- what each backend does -------------------------------------------------------------------
 

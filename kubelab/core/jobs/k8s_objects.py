@@ -13,6 +13,7 @@ notebook spawner), so a job pod looks like the notebook pod it came from.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 
 from kubelab.core import objects
 from kubelab.core.config import Dataset, GpuType, PodSecurity
+from kubelab.core.jobs import pack
 
 __all__ = ["JobObjects", "JOB_LABEL", "SPEC_ANNOTATION", "SUBMISSION_ANNOTATION",
            "CANCELLED_ANNOTATION", "CONTAINER", "MASTER_PORT", "build"]
@@ -31,7 +33,43 @@ CANCELLED_ANNOTATION = "kubelab.dev/cancelled"
 CONTAINER = "train"
 MASTER_PORT = 29500
 HOME_VOLUME = "kubelab-home"
+WORKSPACE_VOLUME = "kubelab-workspace"
+INIT_CONTAINER = "workspace"
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+
+#: The job's runner: the command's output goes to the container's log (the pod log API) and is
+#: appended to ``$KUBELAB_LOG_DIR/rank-<node rank>.txt`` on the user's volume, so the log outlives
+#: the pod (the Job's TTL, node loss). A FIFO and ``tee`` rather than a pipe, because POSIX sh has
+#: no pipefail: the exit code is the command's. SIGTERM (cancel, the deadline) is passed on to the
+#: command: the shell is PID 1, which the kernel shields from signals it does not handle. No
+#: ``$$`` (Kubernetes would turn it into ``$``) and no ``$(`` (a Kubernetes variable reference).
+RUNNER = """\
+log="$KUBELAB_LOG_DIR/rank-${NODE_RANK:-${PET_NODE_RANK:-0}}.txt"
+fifo=/dev/shm/.kubelab-log
+if ! mkdir -p "$KUBELAB_LOG_DIR" || ! : >> "$log" || ! mkfifo "$fifo"; then
+  echo "kubelab: cannot keep a copy of the log in $KUBELAB_LOG_DIR" >&2
+  exec "$@"
+fi
+tee -a "$log" < "$fifo" &
+tee_pid=$!
+"$@" > "$fifo" 2>&1 &
+pid=$!
+trap 'kill -TERM "$pid" 2>/dev/null' TERM INT
+while :; do
+  wait "$pid"
+  code=$?
+  kill -0 "$pid" 2>/dev/null || break
+done
+wait "$tee_pid"
+rm -f "$fifo"
+exit "$code"
+"""
+
+
+def unpack_command(store: str, snapshot_id: str, workdir: str) -> list[str]:
+    """What materialises the workspace in a job pod: :mod:`kubelab.core.jobs.pack`'s own source,
+    so any image with a Python runs it, kubelab installed or not."""
+    return ["python", "-I", "-c", inspect.getsource(pack), store, snapshot_id, workdir]
 
 
 @dataclass(frozen=True)
@@ -76,9 +114,15 @@ def build(*, name: str, namespace: str, user: str, image: str, entry: str, args:
           pod_security: PodSecurity, home_claim: str | None, home_mount: str,
           ttl_seconds_after_finished: int | None, active_deadline_seconds: int | None,
           service_account: str | None, submission: str, summary: Mapping[str, Any],
-          kind: str = "Job") -> JobObjects:
+          kind: str = "Job", snapshot_store: str | None = None, snapshot_id: str | None = None,
+          log_dir: str | None = None) -> JobObjects:
     """The objects of one job; *summary* is stored in an annotation so that a restarted kernel
-    shows what was asked without any state of its own."""
+    shows what was asked without any state of its own.
+
+    With *snapshot_store* and *snapshot_id*, the pod materialises the workspace itself: an init
+    container (inline for a ``TrainJob``) unpacks the snapshot from the store on the home volume
+    into an ``emptyDir`` mounted at *workdir*, on the node's own disk; each pod of a multi-node
+    job gets its own copy. With *log_dir*, the runner keeps a copy of each node's output there."""
     lbls = objects.labels(user=user, kind="job", extra={JOB_LABEL: name})
     annotations = {
         SPEC_ANNOTATION: json.dumps(dict(summary), sort_keys=True, separators=(",", ":")),
@@ -95,6 +139,14 @@ def build(*, name: str, namespace: str, user: str, image: str, entry: str, args:
     shm, shm_mount = objects.shm_volume(None)
     volumes.append(shm)
     mounts.append(shm_mount)
+    unpack = None
+    if snapshot_store and snapshot_id:
+        # Why an emptyDir at the workspace's path (inside the home mount): the job's paths (and
+        # tracebacks) are the ones the user sees in the notebook, while the files are the pod's
+        # own copy, written once per pod on its node's disk rather than over the shared volume.
+        volumes.append({"name": WORKSPACE_VOLUME, "emptyDir": {}})
+        mounts.append({"name": WORKSPACE_VOLUME, "mountPath": workdir})
+        unpack = unpack_command(snapshot_store, snapshot_id, workdir)
     for d in datasets:
         volume, mount = objects.dataset_volume(d, username=user)
         volumes.append(volume)
@@ -105,10 +157,14 @@ def build(*, name: str, namespace: str, user: str, image: str, entry: str, args:
     env_list = [{"name": k, "value": v} for k, v in sorted(env.items())]
     per_node = max(gpus, 1)
 
+    if log_dir:
+        env_list.append({"name": "KUBELAB_LOG_DIR", "value": log_dir})
+
     if kind == "TrainJob":
         return _train_job(name, namespace, lbls, annotations, image, entry, args, nodes, per_node,
                           resources, env_list, volumes, mounts, workdir, gpu_type, pod_sc,
-                          container_sc, service_account, ttl_seconds_after_finished)
+                          container_sc, service_account, ttl_seconds_after_finished,
+                          unpack=unpack, tee=bool(log_dir))
 
     if kind == "PyTorchJob":
         command = ["torchrun", f"--nproc-per-node={per_node}", entry, *args]
@@ -129,6 +185,8 @@ def build(*, name: str, namespace: str, user: str, image: str, entry: str, args:
     else:
         command = ["python", "-u", entry, *args]
 
+    if log_dir:
+        command = ["sh", "-c", RUNNER, "kubelab-job", *command]
     container: dict[str, Any] = {
         "name": "pytorch" if kind == "PyTorchJob" else CONTAINER,
         "image": image, "command": command, "workingDir": workdir, "env": env_list,
@@ -144,6 +202,19 @@ def build(*, name: str, namespace: str, user: str, image: str, entry: str, args:
         # Why no token: training code has no business calling the Kubernetes API as the user.
         "automountServiceAccountToken": False,
     }
+    if unpack is not None:
+        init: dict[str, Any] = {
+            "name": INIT_CONTAINER, "image": image, "command": unpack,
+            "volumeMounts": [m if m["name"] != HOME_VOLUME else dict(m, readOnly=True)
+                             for m in mounts if m["name"] in (HOME_VOLUME, WORKSPACE_VOLUME)],
+            "securityContext": container_sc,
+        }
+        # Same CPU and memory as the job (an init container's requests do not add to the pod's,
+        # and a namespace quota that wants limits on every container is satisfied); no GPU.
+        init_resources = _resources(cpus=cpus, memory=memory, gpus=0, gpu_resource=gpu_resource)
+        if init_resources:
+            init["resources"] = init_resources
+        pod_spec["initContainers"] = [init]
     if service_account:
         pod_spec["serviceAccountName"] = service_account
     if gpu_type is not None and gpus:
@@ -210,14 +281,22 @@ def _train_job(name: str, namespace: str, lbls: Mapping[str, str], annotations: 
                volumes: list[dict[str, Any]], mounts: list[dict[str, Any]], workdir: str,
                gpu_type: GpuType | None, pod_sc: Mapping[str, Any],
                container_sc: Mapping[str, Any], service_account: str | None,
-               ttl: int | None) -> JobObjects:
+               ttl: int | None, *, unpack: list[str] | None = None,
+               tee: bool = False) -> JobObjects:
     """A Kubeflow Trainer v2 ``TrainJob`` on the ``torch-distributed`` runtime: the runtime runs
     ``torchrun`` with the rendezvous set up, so the command is the script."""
     # The runtime sets PET_NNODES, PET_NODE_RANK, PET_MASTER_ADDR... which torchrun reads; the
-    # shell only moves into the workspace (a TrainJob has no workingDir of its own).
+    # shell unpacks the workspace (podSpecOverrides cannot add an init container) and moves into
+    # it (a TrainJob has no workingDir of its own).
+    script = 'cd "$0" || exit 1\n'
+    pre: list[str] = []
+    if unpack is not None:
+        script = '"$1" "$2" "$3" "$4" "$5" "$6" "$0" || exit 1\nshift 6\n' + script
+        pre = unpack[:-1]  # python -I -c SOURCE STORE ID; the workspace is $0
+    script += (RUNNER if tee else 'exec "$@"\n')
     trainer: dict[str, Any] = {
         "image": image,
-        "command": ["sh", "-c", 'cd "$0" && exec torchrun "$@"', workdir, entry, *args],
+        "command": ["sh", "-c", script, workdir, *pre, "torchrun", entry, *args],
         "numNodes": nodes, "numProcPerNode": per_node, "env": env_list,
     }
     if resources:

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 from kubelab.core import objects
 from kubelab.core.config import PodSecurity
 from kubelab.core.jobs import k8s_objects as ko
-from kubelab.core.jobs.backend import Backend, LogStream, Prepared, env_for
+from kubelab.core.jobs.backend import Backend, Lines, LogStream, Prepared, env_for
 from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.errors import BackendError, JobExists, JobNotFound
 from kubelab.core.jobs.types import JobInfo, JobPhase, JobStatus
@@ -44,6 +44,8 @@ from kubelab.core.jobs.types import JobInfo, JobPhase, JobStatus
 __all__ = ["KubernetesBackend", "KINDS"]
 
 T = TypeVar("T")
+#: beside the outputs: each node's copy of its log (``rank-<n>.txt``), kept after the pods go
+LOG_DIR = "logs"
 
 
 @dataclass(frozen=True)
@@ -307,6 +309,11 @@ class KubernetesBackend(Backend):
 
     # -- submit -------------------------------------------------------------------------------
 
+    def _workspace(self, prepared: Prepared) -> None:
+        # The pod unpacks the snapshot itself (k8s_objects.build); here only the folder its
+        # emptyDir is mounted on, so that the mount point exists on the home volume.
+        prepared.workspace.mkdir(parents=True, exist_ok=True)
+
     def _launch(self, prepared: Prepared) -> JobInfo:
         self._ensure()
         spec, resolved, ctx = prepared.spec, prepared.resolved, self.ctx
@@ -316,6 +323,11 @@ class KubernetesBackend(Backend):
                                "(JUPYTER_IMAGE is not set); pass --image")
         config = ctx.config
         home_mount = config.home.mount_path if config else "/home/jovyan"
+        if ctx.home_claim and not _under(ctx.jobs_root, home_mount):
+            raise BackendError(
+                f"the jobs folder {ctx.jobs_root} is not on the home volume (mounted at "
+                f"{home_mount}), so job pods would not see its snapshots and outputs; set "
+                f"KUBELAB_JOBS_ROOT to a folder under {home_mount}")
         summary = {
             "entry": spec.entry_name, "script": prepared.entry, "args": list(spec.args),
             "gpus": spec.gpus, "nodes": spec.nodes, "cpus": spec.cpus, "memory": spec.memory,
@@ -334,7 +346,8 @@ class KubernetesBackend(Backend):
             ttl_seconds_after_finished=resolved.jobs.ttl_seconds_after_finished,
             active_deadline_seconds=resolved.jobs.active_deadline_seconds,
             service_account=ctx.service_account, submission=uuid.uuid4().hex, summary=summary,
-            kind=self.job_kind or "Job",
+            kind=self.job_kind or "Job", snapshot_store=str(self.store.root),
+            snapshot_id=prepared.snapshot.id, log_dir=str(prepared.job_dir / LOG_DIR),
         )
         created = self._run(self._create(built))
         with self._cond:
@@ -547,6 +560,14 @@ class KubernetesBackend(Backend):
         return candidates[-1] if candidates else None
 
     async def _stream_logs(self, name: str, rank: int, follow: bool, stream: LogStream) -> None:
+        """Feed the pod's log to *stream*; when the pod is gone (the Job's TTL, a lost node),
+        the copy its runner kept on the volume. A follow stream that drops is resumed where it
+        stopped: lines carry the runtime's timestamps, the request asks again from a little
+        before the last one seen, and what was delivered already is skipped."""
+        import aiohttp
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        delivered = 0
         try:
             pod = None
             while True:  # wait (on the cache, no API calls) for the pod to have started
@@ -560,37 +581,150 @@ class KubernetesBackend(Backend):
                     break
                 await asyncio.sleep(0.1)
             if pod is None:
+                await self._log_copy(name, rank, stream, skip=0)
                 return
-            resp = await self.core.read_namespaced_pod_log(
-                pod["metadata"]["name"], self.namespace,
-                container=pod["spec"]["containers"][0]["name"], follow=follow,
-                _preload_content=False, _request_timeout=None if follow else 60)
-            try:
-                pending = b""
-                async for chunk in resp.content.iter_any():
-                    if stream.closed:
-                        break
-                    data = pending + chunk
-                    cut = data.rfind(b"\n")
-                    if cut < 0:
-                        pending = data
-                        continue
-                    pending = data[cut + 1:]
-                    stream.put(data[:cut].decode("utf-8", errors="replace").split("\n"))
-                if pending:
-                    stream.put([pending.decode("utf-8", errors="replace")])
-            finally:
-                resp.release()
+            pod_name = pod["metadata"]["name"]
+            resume = _Resume()
+            backoff = 0.05
+            while not stream.closed:
+                try:
+                    resp = await self.core.read_namespaced_pod_log(
+                        pod_name, self.namespace, container=pod["spec"]["containers"][0]["name"],
+                        follow=follow, timestamps=True, _preload_content=False,
+                        _request_timeout=None if follow else 60, **resume.since())
+                except ApiException as e:
+                    if e.status == 404:  # the pod is gone: its runner's copy on the volume
+                        await self._log_copy(name, rank, stream, skip=delivered)
+                        return
+                    raise
+                broken = False
+                try:
+                    split = Lines()
+                    async for chunk in resp.content.iter_any():
+                        if stream.closed:
+                            break
+                        lines = resume.fresh(split.feed(chunk))
+                        delivered += len(lines)
+                        stream.put(lines)
+                    lines = resume.fresh(split.rest())  # a last line without a newline
+                    delivered += len(lines)
+                    stream.put(lines)
+                except (OSError, asyncio.TimeoutError, aiohttp.ClientError):  # a dropped stream
+                    broken = True
+                finally:
+                    resp.release()
+                if not follow or stream.closed:
+                    return
+                if not broken and await self._pod_ended(pod_name):
+                    return  # the natural end of a follow: the container exited
+                await asyncio.sleep(backoff)  # dropped while the pod runs: resume
+                backoff = min(backoff * 2, 2.0)
         except Exception as e:  # noqa: BLE001 - shown in the log, not raised in a loop thread
             stream.put([f"[kubelab] the log is not available: {_short(e)}"])
         finally:
             stream.end()
+
+    async def _pod_ended(self, pod_name: str, wait: float = 1.0) -> bool:
+        """Whether the pod's containers ended, per the watch cache (which may lag the log's end
+        by a moment: wait up to *wait* seconds for it)."""
+        deadline = time.monotonic() + wait
+        while True:
+            with self._cond:
+                pod = self._pods.get(pod_name)
+            if pod is None or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") \
+                    or _terminated(pod):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+
+    async def _log_copy(self, name: str, rank: int, stream: LogStream, *, skip: int) -> None:
+        """The job's log as its runner copied it to the volume, less the first *skip* lines."""
+        out = _summary(self._jobs.get(name) or {"metadata": {}}).get("output_dir")
+        if not out:
+            return
+        path = Path(out).parent / LOG_DIR / f"rank-{rank}.txt"
+
+        def read() -> list[str]:
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                return []
+            return text.splitlines()[skip:]
+
+        lines = await asyncio.to_thread(read)
+        for i in range(0, len(lines), 10_000):
+            stream.put(lines[i:i + 10_000])
 
     def metrics(self, name: str) -> list[dict[str, Any]]:
         from kubelab.core.jobs.metrics import read_metrics
 
         out = self.get(name).output_dir
         return read_metrics(Path(out).parent / "metrics.jsonl")[0] if out else []
+
+
+def _under(path: Path, folder: str) -> bool:
+    try:
+        Path(os.path.abspath(path)).relative_to(os.path.abspath(folder))
+    except ValueError:
+        return False
+    return True
+
+
+class _Resume:
+    """Where a pod log stream got to, so that a new request goes on from there.
+
+    The log API's ``timestamps=true`` prefixes each line with the runtime's RFC 3339 time (its
+    fraction trimmed of zeros); a new request asks ``sinceSeconds`` from a margin before the last
+    line seen (covering clock skew between this machine and the node, and the API's whole-second
+    precision), and the lines it repeats are skipped: those older than the last, and as many of
+    those *at* the last time as were delivered."""
+
+    #: seconds asked for before the last line seen
+    MARGIN = 60
+
+    def __init__(self) -> None:
+        self.last: tuple[str, int] | None = None
+        self.at_last = 0  # lines delivered with the time `last`
+        self._seen_at_last = 0  # lines of this request with the time `last`
+
+    def since(self) -> dict[str, int]:
+        self._seen_at_last = 0
+        if self.last is None:
+            return {}
+        then = datetime.fromisoformat(self.last[0] + "+00:00").timestamp()
+        return {"since_seconds": max(1, int(time.time() - then) + self.MARGIN)}
+
+    def fresh(self, lines: list[str]) -> list[str]:
+        out = []
+        for line in lines:
+            stamp, _, text = line.partition(" ")
+            key = _stamp_key(stamp)
+            if key is None:  # no timestamp: a runtime that did not add one
+                out.append(line)
+                continue
+            if self.last is not None and key < self.last:
+                continue
+            if key == self.last:
+                self._seen_at_last += 1
+                if self._seen_at_last <= self.at_last:
+                    continue
+                self.at_last += 1
+            else:
+                self.last, self.at_last, self._seen_at_last = key, 1, 1
+            out.append(text)
+        return out
+
+
+def _stamp_key(stamp: str) -> tuple[str, int] | None:
+    """``2026-01-01T00:00:00.12Z`` → ``("2026-01-01T00:00:00", 120000000)``, else None."""
+    if len(stamp) < 20 or not stamp.endswith("Z") or stamp[10:11] != "T":
+        return None
+    seconds, _, fraction = stamp[:-1].partition(".")
+    digits = (fraction + "000000000")[:9]
+    if not digits.isdigit() or len(seconds) != 19:
+        return None
+    return seconds, int(digits)
 
 
 class _HttpError(Exception):

@@ -35,6 +35,7 @@ from typing import Any
 
 from kubelab.core.jobs.backend import (
     Backend,
+    Lines,
     LogStream,
     Prepared,
     env_for,
@@ -392,7 +393,7 @@ def _feed_file(stream: LogStream, path: Path, done: Any) -> None:
     Polling a local file is cheap; the interval is 2 ms while lines come or came in the last half
     second (the first line of a fresh job shows at once), then backs off to 50 ms.
     """
-    pending = b""
+    split = Lines()
     delay = 0.002
     quiet_since = time.monotonic()
     try:
@@ -406,24 +407,10 @@ def _feed_file(stream: LogStream, path: Path, done: Any) -> None:
             if chunk:
                 delay = 0.002
                 quiet_since = time.monotonic()
-                data = pending + chunk
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    pending = data
-                    continue
-                pending = data[cut + 1:]
-                text = data[:cut].decode("utf-8", errors="replace")
-                stream.put(text.split("\n"))
+                stream.put(split.feed(chunk))
                 continue
-            finished = done()
-            if finished:
-                rest = f.read()
-                data = pending + rest
-                if data:
-                    lines = data.decode("utf-8", errors="replace").split("\n")
-                    if lines and lines[-1] == "":
-                        lines.pop()
-                    stream.put(lines)
+            if done():
+                stream.put(split.feed(f.read()) + split.rest())
                 break
             time.sleep(delay)
             if time.monotonic() - quiet_since > 0.5:  # quiet for a while: look less often

@@ -1,0 +1,141 @@
+"""The on-disk format of the snapshot store, and its unpacker (standard library only).
+
+A store (``<jobs root>/.snapshots``) holds every file content any snapshot needed, once:
+
+- ``pack/data``: the contents, appended one after the other (never rewritten);
+- ``pack/index``: one 48-byte record per content: its SHA-256 (32 bytes), its offset in
+  ``pack/data`` and its size (little-endian 64-bit each); appended *after* the content is written,
+  so a record never names bytes that are not there;
+- ``manifests/<id>``: a snapshot: records ``digest size mode path`` separated by NUL bytes (a
+  path may hold any character but NUL), sorted by path; ``<id>`` is the start of its SHA-256.
+
+Why one pack file rather than a file per content (git's loose objects): creating 10,000 files
+costs more than reading, hashing and appending 100 MB, so a first snapshot of a big folder was
+slower than copying it. The price is that the files are materialised where the job runs: by
+:func:`materialize`, in the kernel for a local job, or in the job's pod (an init step reading the
+store on the shared home volume, writing to the pod's own disk).
+
+This module imports nothing but the standard library: its source is what a job pod runs
+(``python -c``), whatever image the job uses.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+
+RECORD = struct.Struct("<32sQQ")
+#: manifest record separator: the one character no path can contain
+SEP = "\0"
+
+
+def read_index(path: str, start: int = 0,
+               limit: int | None = None) -> tuple[dict[str, tuple[int, int]], int]:
+    """The index records from byte *start* on, as ``{hex digest: (offset, size)}``, and the
+    offset after the last whole record. Records naming bytes past *limit* (the data file's size:
+    a crash between writing the two files) are left out."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            raw = f.read()
+    except FileNotFoundError:
+        return {}, start
+    whole = len(raw) - len(raw) % RECORD.size  # a torn last record is not read
+    out: dict[str, tuple[int, int]] = {}
+    for digest, offset, size in RECORD.iter_unpack(raw[:whole]):
+        if limit is None or offset + size <= limit:
+            out[digest.hex()] = (offset, size)
+    return out, start + whole
+
+
+def parse_manifest(data: bytes) -> list[tuple[str, str, int, int]]:
+    """``[(path, digest, size, mode), ...]`` of a manifest's bytes."""
+    out = []
+    for record in data.decode("utf-8", "surrogateescape").split(SEP):
+        if record:
+            digest, size, mode, path = record.split(" ", 3)
+            out.append((path, digest, int(size), int(mode, 8)))
+    return out
+
+
+def format_manifest(entries: list[tuple[str, str, int, int]]) -> bytes:
+    text = SEP.join(f"{d} {s} {m:o} {p}" for p, d, s, m in entries)
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _copy(src: int, dst: int, offset: int, size: int) -> None:
+    copy_range = getattr(os, "copy_file_range", None)
+    done = 0
+    while done < size:
+        n = 0
+        if copy_range is not None:
+            try:
+                n = copy_range(src, dst, size - done, offset + done)
+            except OSError:
+                copy_range = None  # a filesystem that cannot (across mounts on old kernels)
+        if copy_range is None:
+            chunk = os.pread(src, min(size - done, 1 << 20), offset + done)
+            n = os.write(dst, chunk) if chunk else 0
+        if n <= 0:
+            raise OSError(f"short pack: {size - done} bytes missing at offset {offset + done}")
+        done += n
+
+
+def materialize(store: str, snapshot_id: str, dest: str, *,
+                entries: list[tuple[str, str, int, int]] | None = None,
+                index: dict[str, tuple[int, int]] | None = None) -> int:
+    """Write snapshot *snapshot_id* of *store* into the folder *dest* (made if missing, and
+    expected empty); returns the number of files. Each file is a private copy, so a job may
+    change its workspace without touching the store."""
+    if entries is None:
+        with open(os.path.join(store, "manifests", snapshot_id), "rb") as f:
+            entries = parse_manifest(f.read())
+    data_path = os.path.join(store, "pack", "data")
+    if index is None:
+        index = read_index(os.path.join(store, "pack", "index"),
+                           limit=os.path.getsize(data_path))[0]
+    os.makedirs(dest, exist_ok=True)
+    made = {""}
+    src = os.open(data_path, os.O_RDONLY)
+    try:
+        for path, digest, _size, mode in entries:
+            parent = path.rpartition("/")[0]
+            if parent not in made:
+                os.makedirs(os.path.join(dest, parent), exist_ok=True)
+                made.add(parent)
+            offset, stored = index[digest]
+            fd = os.open(os.path.join(dest, path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                         0o755 if mode & 0o111 else 0o644)
+            try:
+                _copy(src, fd, offset, stored)
+            finally:
+                os.close(fd)
+    finally:
+        os.close(src)
+    return len(entries)
+
+
+def main(argv: list[str]) -> int:
+    """``python pack.py STORE SNAPSHOT_ID DEST``: what a job pod runs before the job."""
+    if len(argv) != 3:
+        print("usage: pack.py STORE SNAPSHOT_ID DEST", file=sys.stderr)
+        return 2
+    store, snapshot_id, dest = argv
+    if not os.path.isdir(os.path.join(store, "pack")):
+        print(f"kubelab: the snapshot store {store} is not mounted in this pod (the job pods mount "
+              f"the user's home volume: is KUBELAB_HOME_CLAIM set in the notebook?)",
+              file=sys.stderr)
+        return 1
+    try:
+        count = materialize(store, snapshot_id, dest)
+    except (OSError, KeyError) as e:
+        print(f"kubelab: could not unpack snapshot {snapshot_id} from {store}: {e!r}",
+              file=sys.stderr)
+        return 1
+    print(f"kubelab: workspace {dest}: {count} files of snapshot {snapshot_id}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
