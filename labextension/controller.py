@@ -93,11 +93,14 @@ class JobsController:
                args: Sequence[str] = (), name: str | None = None, gpus: int = 0,
                nodes: int = 1, cpus: str | None = None, memory: str | None = None,
                image: str | None = None, data: Sequence[str] = (),
-               env: Sequence[str] | None = None, workdir: str = ".") -> Job:
+               env: Sequence[str] | None = None, workdir: str = ".",
+               replace: bool = False) -> Job:
         """Submit a cell's *code* or a *script*; returns the job handle."""
+        if replace and not name:
+            raise InvalidJobSpec("--replace needs --name: the job to re-run")
         spec = spec_for(script, code=code, name=name, gpus=gpus, nodes=nodes, cpus=cpus,
                         memory=memory, image=image, data=list(data or ()), env=parse_env(env),
-                        args=list(args), workdir=workdir)
+                        args=list(args), workdir=workdir, replace=replace)
         backend = self.backend
         info = backend.submit(spec)
         return Job(info.name, backend, info=info)

@@ -83,7 +83,7 @@ def parse_train(line: str, cell: str | None = None) -> dict[str, Any]:
     return dict(code=code, script=script, args=script_args, name=args.name, gpus=args.gpus,
                 nodes=args.nodes, cpus=args.cpus, memory=args.memory, image=args.image,
                 data=args.data or [], env=args.env or [], workdir=args.workdir,
-                follow=not args.no_follow)
+                replace=args.replace, follow=not args.no_follow)
 
 
 def parse_jobs(line: str) -> argparse.Namespace:
@@ -160,6 +160,8 @@ class KubelabMagics(Magics):
               "in the job; repeat for several")
     @argument("--workdir", "-C", default=".", help="the folder whose snapshot the job runs in "
               "(default: the notebook's current folder)")
+    @argument("--replace", action="store_true", help="re-run under --name even if a job of "
+              "that name exists: it is stopped and removed first (its outputs stay)")
     @argument("--no-follow", action="store_true", help="submit and return at once; follow "
               "later with %%jobs logs NAME --follow")
     @argument("command", nargs=argparse.REMAINDER, help="%%%%train: arguments for the cell's code "
@@ -185,6 +187,7 @@ class KubelabMagics(Magics):
 
             %train --gpus 8 --nodes 2 train.py --epochs 10 --lr 3e-4
             %train --no-follow --env WANDB_MODE=offline train.py
+            %%train --name resnet-lr3 --replace     # edit the cell, run it again
         """
         options = parse_train(line, cell)
         follow = options.pop("follow")

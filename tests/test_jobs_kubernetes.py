@@ -222,6 +222,18 @@ def test_cancel(k8s: KubernetesBackend, kube_cluster, kube_namespace: str) -> No
              what="the Job to go")
 
 
+def test_replace_waits_for_the_old_job_to_go(k8s: KubernetesBackend, kube_cluster,
+                                            kube_namespace: str) -> None:
+    k8s.submit(JobSpec(script="train.py", name="rerun", args=["--lr", "1"]))
+    (old,) = running_pods(kube_cluster, kube_namespace, "rerun")
+    k8s.submit(JobSpec(script="train.py", name="rerun", args=["--lr", "2"], replace=True))
+    job = kube_cluster.get_object("jobs", kube_namespace, "rerun", group="batch")
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"][-1] == "2"
+    (new,) = running_pods(kube_cluster, kube_namespace, "rerun")
+    assert new["metadata"]["name"] != old["metadata"]["name"]
+    assert [i.name for i in k8s.list()] == ["rerun"]
+
+
 def test_resubmit_ships_nothing_new_and_names_are_unique(k8s: KubernetesBackend) -> None:
     k8s.submit(JobSpec(script="train.py", name="first"))
     assert k8s.last_snapshot.new_files == 1

@@ -174,6 +174,39 @@ def test_delete_keeps_outputs_and_frees_the_name(local: LocalBackend) -> None:
     assert kubelab.train("train.py", args=["--epochs", "1"], name="again").wait(30).ok
 
 
+def test_replace_reruns_under_the_same_name(local: LocalBackend, workdir: Path) -> None:
+    (workdir / "slow.py").write_text("import time\nprint('old', flush=True)\ntime.sleep(60)\n")
+    old = kubelab.train("slow.py", name="rerun")
+    wait_for(lambda: "old" in list(old.logs()))
+    old_pid = old.info.extra["pid"]
+    # refused before anything is touched: the running job goes on
+    with pytest.raises(InvalidJobSpec):
+        kubelab.train("nope.py", name="rerun", replace=True)
+    assert old.status.phase is JobPhase.RUNNING
+    new = kubelab.train("train.py", args=["--epochs", "1"], name="rerun", replace=True)
+    assert new.info.extra["pid"] != old_pid
+    assert new.wait(30).ok and "old" not in list(new.logs())
+    assert [j.name for j in kubelab.jobs()] == ["rerun"]
+    assert (Path(new.output_dir) / "weights.npy").exists()
+
+
+def test_cpu_and_memory_limits_as_far_as_the_os_allows(local: LocalBackend) -> None:
+    code = ("import os\nprint('cpus', sorted(os.sched_getaffinity(0)), flush=True)\n"
+            "try:\n    b = bytearray(400 * 2**20)\nexcept MemoryError:\n    print('no memory')\n"
+            "    raise SystemExit(3)\nprint('allocated')\n")
+    before = os.sched_getaffinity(0)
+    job = kubelab.train(code=code, memory="200Mi", cpus="1")
+    assert os.sched_getaffinity(0) == before  # the kernel's own affinity is back
+    status = job.wait(30, check=False)
+    lines = list(job.logs())
+    assert status.exit_code == 3 and "no memory" in lines, lines
+    assert "memory 200Mi per process (address space, RLIMIT_AS)" in job.info.extra["limits"]
+    if len(os.sched_getaffinity(0)) > 1:
+        assert lines[0] in (f"cpus [{c}]" for c in os.sched_getaffinity(0))
+    # without limits, the same code allocates
+    assert kubelab.train(code=code).wait(30).ok
+
+
 def test_wait_timeout(local: LocalBackend, workdir: Path) -> None:
     (workdir / "sleeper.py").write_text(SLEEPER)
     job = kubelab.train("sleeper.py")

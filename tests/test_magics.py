@@ -125,6 +125,16 @@ def test_no_follow_returns_the_job_and_jobs_manages_it(ip, capsys, workdir: Path
     assert "no jobs yet" in out
 
 
+def test_replace_needs_a_name_and_reruns(ip, capsys) -> None:
+    ok, out = run(ip, capsys, "%train --replace train.py")
+    assert not ok and "--replace needs --name" in out
+    assert run(ip, capsys, "%train --name r train.py --epochs 1")[0]
+    ok, out = run(ip, capsys, "%train --name r train.py --epochs 1")
+    assert not ok and "--replace" in out
+    ok, out = run(ip, capsys, "%train --name r --replace train.py --epochs 2")
+    assert ok and "epoch 1 loss" in out
+
+
 def test_jobs_logs_tail_and_metrics(ip, capsys) -> None:
     run(ip, capsys, "%train --name m train.py --epochs 4")
     ok, out = run(ip, capsys, "%jobs logs m --tail 2")

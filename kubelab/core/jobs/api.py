@@ -163,7 +163,8 @@ def spec_for(target: str | Callable[..., Any] | None = None, *, code: str | None
              name: str | None = None, gpus: int = 0, nodes: int = 1, cpus: str | None = None,
              memory: str | None = None, image: str | None = None, data: Sequence[str] = (),
              env: Mapping[str, str] | None = None, args: Sequence[str] = (),
-             kwargs: Mapping[str, Any] | None = None, workdir: str = ".") -> JobSpec:
+             kwargs: Mapping[str, Any] | None = None, workdir: str = ".",
+             replace: bool = False) -> JobSpec:
     """Build the :class:`JobSpec` that :func:`train` submits (handy to check one without running)."""
     if isinstance(data, str):
         data = [data]
@@ -191,14 +192,15 @@ def spec_for(target: str | Callable[..., Any] | None = None, *, code: str | None
     return JobSpec(script=script, source=source, args=args, name=name, gpus=gpus, nodes=nodes,
                    cpus=None if cpus is None else str(cpus),
                    memory=None if memory is None else str(memory), image=image, data=data,
-                   env=dict(env or {}), workdir=str(workdir))
+                   env=dict(env or {}), workdir=str(workdir), replace=bool(replace))
 
 
 def train(target: str | Callable[..., Any] | None = None, *, code: str | None = None,
           name: str | None = None, gpus: int = 0, nodes: int = 1, cpus: str | None = None,
           memory: str | None = None, image: str | None = None, data: Sequence[str] = (),
           env: Mapping[str, str] | None = None, args: Sequence[str] = (),
-          kwargs: Mapping[str, Any] | None = None, workdir: str = ".") -> Job:
+          kwargs: Mapping[str, Any] | None = None, workdir: str = ".",
+          replace: bool = False) -> Job:
     """Submit a training job and return its :class:`Job` handle at once.
 
     *target* is a script path (relative to *workdir*) or a function (its source is shipped and it
@@ -206,12 +208,13 @@ def train(target: str | Callable[..., Any] | None = None, *, code: str | None = 
     runs ``torchrun`` across several pods (Kubernetes). *cpus*/*memory* are Kubernetes quantities
     per node ("4", "16Gi"). *image* defaults to the notebook's own; *data* names datasets from the
     admin config; *env* adds environment variables; *args* go to the script. The job runs on a
-    snapshot of *workdir*. Raises a :class:`~kubelab.core.jobs.errors.JobError` subclass, with a
+    snapshot of *workdir*. With *replace*, a job called *name* that exists is stopped and removed
+    (its outputs stay) once the new one is accepted. Raises a :class:`~kubelab.core.jobs.errors.JobError` subclass, with a
     message to show as is, when the admin config or the backend refuses the job.
     """
     spec = spec_for(target, code=code, name=name, gpus=gpus, nodes=nodes, cpus=cpus,
                     memory=memory, image=image, data=data, env=env, args=args, kwargs=kwargs,
-                    workdir=workdir)
+                    workdir=workdir, replace=replace)
     backend = get_backend()
     info = backend.submit(spec)
     return Job(info.name, backend, info=info)

@@ -170,10 +170,11 @@ class Backend(abc.ABC):
         t0 = time.perf_counter()
         self.check_spec(spec)
         name = spec.name or make_job_name(_stem(spec))
-        if spec.name is not None and self.exists(name):
+        existing = spec.name is not None and self.exists(name)
+        if existing and not spec.replace:
             raise JobExists(
-                f"a job named {name!r} exists already; pick another --name, or remove it first "
-                f"with `%jobs delete {name}` (kubelab.job({name!r}).delete())"
+                f"a job named {name!r} exists already; pick another --name, re-run it with "
+                f"--replace (replace=True), or remove it first with `%jobs delete {name}`"
             )
         # Listing every job costs; the GPUs held by the others only matter to a job that asks for GPUs
         in_use = self.gpus_in_use() if spec.total_gpus else 0
@@ -191,6 +192,8 @@ class Backend(abc.ABC):
         job_dir = self.ctx.jobs_root / name
         if job_dir.exists() and spec.name is None:  # a random name that was taken: try another
             return self.submit(_renamed(spec))
+        if existing:
+            self._replace(name)
         prepared = Prepared(name, spec, resolved, snapshot, job_dir, entry, timings)
         fresh = not job_dir.exists()
         job_dir.mkdir(parents=True, exist_ok=True)
@@ -229,6 +232,10 @@ class Backend(abc.ABC):
     def gpus_in_use(self) -> int:
         """GPUs held by this user's unfinished jobs (for the quota check)."""
         return sum(j.gpus * j.nodes for j in self.list() if not j.status.done)
+
+    def _replace(self, name: str) -> None:
+        """Make room for a new job called *name*: stop and forget the old one (``--replace``)."""
+        self.delete(name)
 
     def _workspace(self, prepared: Prepared) -> None:
         """Materialise the snapshot where the job will run: here, into ``workspace/`` (the local

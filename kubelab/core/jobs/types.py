@@ -97,6 +97,9 @@ class JobSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     #: the directory whose snapshot the job runs in
     workdir: str = "."
+    #: re-run under *name* even if a job of that name exists: it is stopped and removed first
+    #: (once the new one has passed validation and its snapshot is taken); its outputs stay
+    replace: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "args", tuple(str(a) for a in self.args))
