@@ -116,7 +116,7 @@ class JobsTable:
             return "no jobs yet: submit one with %%train or %train script.py"
         table = [self._HEAD, *(self._cells(r) for r in self.rows)]
         widths = [max(len(row[i]) for row in table) for i in range(len(self._HEAD))]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table)
 
     def _repr_html_(self) -> str:
         if not self.rows:

@@ -1,4 +1,5 @@
-"""Shared fixtures of the job tests (tests/test_jobs_*.py, tests/test_magics*.py)."""
+"""Shared helpers of the job tests (tests/test_jobs_*.py, tests/test_magics*.py); their fixtures
+are in :mod:`kubelab.tests.jobs_fixtures`, a pytest plugin (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,9 @@ import contextlib
 import os
 import signal
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from kubelab.core.config import KubelabConfig, example_config_path, load_config
-from kubelab.core.jobs.api import set_backend
 from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.local import LocalBackend
 
@@ -61,25 +58,3 @@ def kill_all(backend: LocalBackend) -> None:
         if pid and not info.status.done:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    d = tmp_path / "work"
-    d.mkdir()
-    (d / "train.py").write_text(TRAIN_NUMPY)
-    return d
-
-
-@pytest.fixture
-def local(tmp_path: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalBackend]:
-    """A local backend over a fresh jobs root, made this process's backend; cwd is *workdir*."""
-    backend = make_backend(tmp_path / "jobs")
-    monkeypatch.chdir(workdir)
-    monkeypatch.setenv("KUBELAB_DISPLAY", "text")
-    old = set_backend(backend)
-    try:
-        yield backend
-    finally:
-        set_backend(old)
-        kill_all(backend)

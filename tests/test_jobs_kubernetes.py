@@ -427,8 +427,10 @@ def test_the_pod_runner_keeps_the_log_and_the_exit_code(tmp_path: Path) -> None:
     assert sorted((tmp_path / "logs/rank-1.txt").read_text().split()) == ["err", "out"]
     assert not (tmp_path / ".kubelab-log").exists()
     # SIGTERM to the shell (PID 1 in the pod) reaches the job, whose code is the pod's
-    slow = ("import signal, sys, time\n"
-            "signal.signal(signal.SIGTERM, lambda *a: (print('stopping', flush=True), sys.exit(7)))\n"
+    # the handler writes with os.write: the signal may come while print('ready') is still
+    # returning, and print inside print is a RuntimeError (reentrant call), exit code 1
+    slow = ("import os, signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, lambda *a: (os.write(1, b'stopping\\n'), sys.exit(7)))\n"
             "print('ready', flush=True)\ntime.sleep(30)\n")
     proc = subprocess.Popen(["sh", "-c", script, "kubelab-job", sys.executable, "-c", slow],
                             env=env, stdout=subprocess.PIPE, text=True)

@@ -24,7 +24,7 @@ from kubelab.core.jobs.errors import (
 )
 from kubelab.core.jobs.local import LocalBackend, visible_gpus
 from kubelab.core.jobs.types import JobPhase, JobSpec
-from kubelab.tests.jobs_support import kill_all, local, make_backend, workdir  # noqa: F401
+from kubelab.tests.jobs_support import kill_all, make_backend
 
 SLEEPER = "import time, sys\nprint('started', flush=True)\ntime.sleep(60)\n"
 

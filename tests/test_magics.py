@@ -16,7 +16,6 @@ from kubelab.core.jobs.types import JobPhase
 from kubelab.labextension import display
 from kubelab.labextension.controller import JobsController, parse_env
 from kubelab.labextension.magics import JobsTable, KubelabCellError, KubelabMagics
-from kubelab.tests.jobs_support import local, workdir  # noqa: F401
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

@@ -220,7 +220,9 @@ class Backend(abc.ABC):
     last_snapshot: Snapshot | None = None
 
     def check_spec(self, spec: JobSpec) -> None:
-        """Refuse what this backend cannot run, before anything is created."""
+        """Refuse what this backend cannot run, before anything is created (a hook: by default
+        every spec that passed validation is fine)."""
+        return None
 
     def exists(self, name: str) -> bool:
         try:
@@ -273,7 +275,8 @@ class Backend(abc.ABC):
         """Return when the job's status may have changed, or after *timeout* seconds."""
 
     def close(self) -> None:
-        """Release threads and connections."""
+        """Release threads and connections (a hook: by default there are none)."""
+        return None
 
     # -- built on the above ---------------------------------------------------------------------
 

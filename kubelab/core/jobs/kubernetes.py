@@ -237,8 +237,6 @@ class KubernetesBackend(Backend):
     async def _reflect(self, what: str, lister: Callable[..., Awaitable[Any]],
                        cache: dict[str, dict[str, Any]]) -> None:
         """List, then watch from the list's resourceVersion; resume, relist on 410, back off."""
-        from kubernetes_asyncio.client.exceptions import ApiException
-
         version: str | None = None
         backoff = 0.05
         while not self._closing:

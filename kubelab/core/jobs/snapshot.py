@@ -253,7 +253,7 @@ class SnapshotStore:
                             batches = pool.map(_read_batch, [paths[i:i + _BATCH]
                                                              for i in range(0, len(paths), _BATCH)])
                             read = itertools.chain.from_iterable(batches)
-                            for (i, rel, path), got in zip(todo, read):  # noqa: B905
+                            for (i, rel, path), got in zip(todo, read, strict=True):
                                 if got is None:  # big, or vanished or unreadable since the walk
                                     got = _stream_big(path, append)
                                     if got is None:
