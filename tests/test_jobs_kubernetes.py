@@ -11,7 +11,7 @@ import pytest
 
 from kubelab.core import objects, podsecurity
 from kubelab.core.jobs.context import JobContext
-from kubelab.core.jobs.errors import JobExists, JobFailed, JobNotFound
+from kubelab.core.jobs.errors import BackendError, JobExists, JobFailed, JobNotFound
 from kubelab.core.jobs.kubernetes import KubernetesBackend
 from kubelab.core.jobs.types import JobPhase, JobSpec
 from kubelab.tests.jobs_support import example_config
@@ -41,7 +41,8 @@ def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return d
 
 
-def make(cluster, namespace: str, root: Path, **kw) -> KubernetesBackend:
+def make(cluster, namespace: str, root: Path, *, jobs_root: Path | None = None,
+         **kw) -> KubernetesBackend:
     import kubernetes
 
     with cluster.sync_api_client() as api:  # the spawner makes it with the namespace
@@ -55,7 +56,7 @@ def make(cluster, namespace: str, root: Path, **kw) -> KubernetesBackend:
     config = CONFIG.model_copy(update={"home": CONFIG.home.model_copy(
         update={"mount_path": str(root)})})
     ctx = JobContext(user="alice@example.org", groups=("ml",), config=config, image=IMAGE,
-                     namespace=namespace, jobs_root=root / "kubelab-jobs", gpu_type="a100",
+                     namespace=namespace, jobs_root=jobs_root or root / "kubelab-jobs", gpu_type="a100",
                      home_claim="claim-alice", service_account="kubelab-user")
     return KubernetesBackend(ctx, kubeconfig=cluster.kubeconfig_path, **kw)
 
@@ -125,6 +126,30 @@ def test_a_single_node_job(k8s: KubernetesBackend, kube_cluster, kube_namespace:
     info = k8s.wait("one", timeout=10)
     assert info.status.phase is JobPhase.SUCCEEDED and info.status.exit_code == 0
     assert info.image == IMAGE and info.data == ("imagenet",)
+
+
+def test_a_jobs_folder_off_the_home_volume_is_refused(kube_cluster, kube_namespace: str,
+                                                     tmp_path: Path, work: Path) -> None:
+    """Job pods mount the home volume: a jobs folder elsewhere is one they cannot see."""
+    home, elsewhere = tmp_path / "home", tmp_path / "scratch" / "jobs"
+    backend = make(kube_cluster, kube_namespace, home, jobs_root=elsewhere)
+    try:
+        with pytest.raises(BackendError) as e:
+            backend.submit(JobSpec(script="train.py", name="lost"))
+        message = str(e.value)
+        assert f"the jobs folder {elsewhere} is not on your home volume (mounted at {home})" in message
+        assert f"set KUBELAB_JOBS_ROOT to a folder under {home}" in message
+        # refused before anything was made: no Kubernetes object, no snapshot, no job folder
+        assert kube_cluster.list_objects("jobs", kube_namespace, group="batch") == []
+        assert not elsewhere.exists()
+        # under the home mount (here: the default layout), the same submit goes through
+        ok = make(kube_cluster, kube_namespace, home)
+        try:
+            assert ok.submit(JobSpec(script="train.py", name="found")).name == "found"
+        finally:
+            ok.close()
+    finally:
+        backend.close()
 
 
 def test_failure_shows_exit_code_and_last_lines(k8s: KubernetesBackend, kube_cluster,

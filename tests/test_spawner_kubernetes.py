@@ -295,7 +295,10 @@ async def test_the_notebooks_environment_gives_its_jobs_the_same_world(
     work.mkdir()
     (work / "train.py").write_text("print('training')\n")
     monkeypatch.chdir(work)
+    # the home volume, as this test's kernel has it: the jobs folder must be on it
+    home_mount = str(tmp_path / "home")
     kernel_env = {**env, "KUBELAB_CONFIG": str(etc / "kubelab.yaml"),
+                  "KUBELAB_HOME_MOUNT": home_mount,
                   "KUBELAB_JOBS_ROOT": str(tmp_path / "home" / "kubelab-jobs")}
     ctx = JobContext.from_environ(kernel_env)
     assert (ctx.user, ctx.groups, ctx.namespace) == ("alice", ("ml",), "kubelab-ml-alice")
@@ -325,7 +328,7 @@ async def test_the_notebooks_environment_gives_its_jobs_the_same_world(
         assert job_volumes[name] == volumes[name], name
         assert job_mounts[name] == mounts[name], name
     home = next(v for v in job_pod["volumes"] if v.get("persistentVolumeClaim", {}).get("claimName") == spawner.pvc_name)
-    assert next(m for m in job_pod["containers"][0]["volumeMounts"] if m["name"] == home["name"])["mountPath"] == "/home/jovyan"
+    assert next(m for m in job_pod["containers"][0]["volumeMounts"] if m["name"] == home["name"])["mountPath"] == home_mount
     assert violations({"spec": job_pod}, "restricted") == []
 
 

@@ -27,7 +27,6 @@ import os
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,7 +39,7 @@ from kubelab.core.jobs import k8s_objects as ko
 from kubelab.core.jobs.backend import Backend, Lines, LogStream, Prepared, env_for
 from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.errors import BackendError, JobExists, JobNotFound
-from kubelab.core.jobs.types import JobInfo, JobPhase, JobStatus
+from kubelab.core.jobs.types import JobInfo, JobPhase, JobSpec, JobStatus
 
 __all__ = ["KubernetesBackend", "KINDS"]
 
@@ -326,6 +325,23 @@ class KubernetesBackend(Backend):
         # emptyDir is mounted on, so that the mount point exists on the home volume.
         prepared.workspace.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def home_mount(self) -> str:
+        """Where the home volume is in the notebook, and so in job pods."""
+        return self.ctx.config.home.mount_path if self.ctx.config else "/home/jovyan"
+
+    def check_spec(self, spec: JobSpec) -> None:
+        # Job pods mount the home volume where the notebook has it, and read the workspace
+        # snapshot and write outputs, metrics and logs in the jobs folder: a jobs folder off
+        # that volume is one they cannot see. Refused before anything is written or created.
+        ctx, home = self.ctx, self.home_mount
+        if ctx.home_claim and not _under(ctx.jobs_root, home):
+            raise BackendError(
+                f"the jobs folder {ctx.jobs_root} is not on your home volume (mounted at {home}), "
+                f"so job pods, which mount that volume, would not see its workspace snapshot or "
+                f"write outputs you can read; set KUBELAB_JOBS_ROOT to a folder under {home} "
+                f"(or unset it for the default, ~/kubelab-jobs) and submit again")
+
     def _launch(self, prepared: Prepared) -> JobInfo:
         self._ensure()
         spec, resolved, ctx = prepared.spec, prepared.resolved, self.ctx
@@ -334,15 +350,7 @@ class KubernetesBackend(Backend):
             raise BackendError("no image to run: this notebook's image is unknown "
                                "(JUPYTER_IMAGE is not set); pass --image")
         config = ctx.config
-        home_mount = config.home.mount_path if config else "/home/jovyan"
-        if ctx.home_claim and not _under(ctx.jobs_root, home_mount):
-            # A warning, not a refusal (yet): the pod's unpack step then fails with a message
-            # saying the store is not mounted. (tests/test_spawner_kubernetes.py submits with
-            # such a jobs root; see the report of issue 5.)
-            warnings.warn(
-                f"the jobs folder {ctx.jobs_root} is not on the home volume (mounted at "
-                f"{home_mount}): job pods will not see its snapshots and outputs; set "
-                f"KUBELAB_JOBS_ROOT to a folder under {home_mount}", stacklevel=2)
+        home_mount = self.home_mount
         summary = {
             "entry": spec.entry_name, "script": prepared.entry, "args": list(spec.args),
             "gpus": spec.gpus, "nodes": spec.nodes, "cpus": spec.cpus, "memory": spec.memory,
