@@ -564,3 +564,38 @@ def test_logs_outlive_the_pod(k8s: KubernetesBackend, kube_cluster, kube_namespa
     wait_for(lambda: not k8s._job_pods("gone"), what="the pod gone from the cache")
     assert list(k8s.open_logs("gone")) == ["epoch 1", "boom"]
     assert k8s.tail("gone", 1) == ["boom"]
+
+
+def test_username_in_a_datasets_sub_path_and_claim_is_expanded_as_in_the_notebook() -> None:
+    """A job built from the admin's full config (not the user's view, where it is expanded
+    already) mounts the per-user directory and claim the notebook pod mounts."""
+    from kubelab.core.config import Dataset
+    from kubelab.core.jobs import k8s_objects as ko
+    from kubelab.spawner.profiles import UserInfo, expand_user_path
+
+    user = "Alice@Example.org"
+    homes = Dataset.model_validate({
+        "name": "homes", "source": {"pvc": {"claim_name": "data-{username}"}},
+        "mount_path": "/data/mine", "sub_path": "users/{username}/runs", "read_only": False})
+    plain = Dataset.model_validate({
+        "name": "plain", "source": {"pvc": {"claim_name": "plain"}}, "mount_path": "/data/plain",
+        "sub_path": "shared"})
+    built = ko.build(
+        name="j", namespace="ns", user=user, image=IMAGE, entry="train.py", args=[],
+        workdir="/home/w", gpus=0, nodes=1, cpus=None, memory=None, env={},
+        datasets=[homes, plain], gpu_type=None, pod_security=CONFIG.pod_security,
+        home_claim=None, home_mount="/home", ttl_seconds_after_finished=None,
+        active_deadline_seconds=None, service_account=None, submission="x", summary={})
+    pod = built.main["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    sub_path = mounts["kubelab-data-homes"]["subPath"]
+    assert "{" not in sub_path and sub_path.startswith("users/alice-example-org-")
+    # exactly what the notebook's pod gets (spawner.profiles expands the notebook's sub paths)
+    assert sub_path == expand_user_path("users/{username}/runs", UserInfo.of(user))
+    assert volumes["kubelab-data-homes"]["persistentVolumeClaim"]["claimName"] == (
+        "data-" + objects.safe_dns_label(user))
+    assert mounts["kubelab-data-plain"]["subPath"] == "shared"  # nothing to expand: unchanged
+    # the user's view of the config has it expanded already: expanding again changes nothing
+    once = objects.dataset_for_user(homes, username=user)
+    assert objects.dataset_for_user(once, username=user) == once

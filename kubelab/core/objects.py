@@ -322,6 +322,33 @@ def expand_source(source: VolumeSource, *, username: str) -> VolumeSource:
     return source.model_copy(update={"pvc": source.pvc.model_copy(update={"claim_name": claim})})
 
 
+def safe_path_segment(name: str) -> str:
+    """A user name as one path segment: lower-case, [a-z0-9-] only, hash-suffixed when lossy
+    (what ``{username}`` becomes in a dataset's ``sub_path``)."""
+    safe = re.sub(r"[^a-z0-9-]", "-", name.lower()).strip("-") or "user"
+    if safe != name:
+        safe = f"{safe[:48]}-{_digest(name)}"
+    return safe
+
+
+def expand_user_path(text: str, *, username: str) -> str:
+    """*text* (a dataset's ``sub_path``) with ``{username}`` expanded (per-user directories)."""
+    return text.replace("{username}", safe_path_segment(username))
+
+
+def dataset_for_user(dataset: Dataset, *, username: str) -> Dataset:
+    """*dataset* as *username* mounts it: ``{username}`` expanded in its ``sub_path``
+    (:func:`expand_user_path`) and in a PVC's claim name (:func:`expand_source`), as in their
+    notebook pod. Expanding twice changes nothing."""
+    changes: dict[str, Any] = {}
+    source = expand_source(dataset.source, username=username)
+    if source is not dataset.source:
+        changes["source"] = source
+    if dataset.sub_path and "{username}" in dataset.sub_path:
+        changes["sub_path"] = expand_user_path(dataset.sub_path, username=username)
+    return dataset.model_copy(update=changes) if changes else dataset
+
+
 def volume_allowed(dataset: Dataset, level: str) -> str | None:
     """Why *dataset* cannot be mounted under Pod Security *level*, or None when it can."""
     kind = dataset.source.kind

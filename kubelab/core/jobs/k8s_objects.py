@@ -122,7 +122,11 @@ def build(*, name: str, namespace: str, user: str, image: str, entry: str, args:
     With *snapshot_store* and *snapshot_id*, the pod materialises the workspace itself: an init
     container (inline for a ``TrainJob``) unpacks the snapshot from the store on the home volume
     into an ``emptyDir`` mounted at *workdir*, on the node's own disk; each pod of a multi-node
-    job gets its own copy. With *log_dir*, the runner keeps a copy of each node's output there."""
+    job gets its own copy. With *log_dir*, the runner keeps a copy of each node's output there.
+
+    *datasets* may come from the admin's full config: ``{username}`` in a sub path or a claim
+    name is expanded for *user* (:func:`kubelab.core.objects.dataset_for_user`), as in the
+    notebook's pod."""
     lbls = objects.labels(user=user, kind="job", extra={JOB_LABEL: name})
     annotations = {
         SPEC_ANNOTATION: json.dumps(dict(summary), sort_keys=True, separators=(",", ":")),
@@ -148,7 +152,8 @@ def build(*, name: str, namespace: str, user: str, image: str, entry: str, args:
         mounts.append({"name": WORKSPACE_VOLUME, "mountPath": workdir})
         unpack = unpack_command(snapshot_store, snapshot_id, workdir)
     for d in datasets:
-        volume, mount = objects.dataset_volume(d, username=user)
+        # {username} in the sub path and claim name expanded exactly as in the notebook's pod
+        volume, mount = objects.dataset_volume(objects.dataset_for_user(d, username=user))
         volumes.append(volume)
         mounts.append(mount)
     pod_sc, container_sc = objects.restricted_security_context(pod_security)
