@@ -222,6 +222,21 @@ async def _spawn_setup() -> SpawnContext:
             await super()._make_create_pod_request(pod, request_timeout)
             raise _Created()
 
+    # the imagenet dataset's claim, which the admin creates in the user's namespace
+    import kubernetes
+
+    from kubelab.core import objects
+    from kubelab.core.config import load_config
+
+    namespace, team = objects.user_namespace(load_config(config_path), username=user.name, groups=["ml"])
+    with cluster.sync_api_client() as api_client:
+        core = kubernetes.client.CoreV1Api(api_client)
+        core.create_namespace(objects.make_namespace(
+            namespace, pod_security=load_config(config_path).pod_security, user=user.name, team=team))
+        core.create_namespaced_persistent_volume_claim(namespace, {
+            "metadata": {"name": "imagenet"},
+            "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}}})
+
     # the equivalent static profile: what kubelab's spawner ends up with, as a KubeSpawner profile
     probe = ProfileSpawner(kubelab_config=config_path, **common)
     probe.user_options = profiles.options_from_form(form)

@@ -10,27 +10,26 @@ Environment:
 import os
 import sys
 
-from kubelab.core.config import ConfigError, config_warnings, key_path, load_config
+from kubelab.core.config import ConfigError, cached_config
 
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 
 KUBELAB_CONFIG = os.environ.get("KUBELAB_CONFIG", "/usr/local/etc/kubelab/kubelab.yaml")
 
 # A bad kubelab.yaml stops the hub here, with every problem, its file, line and key path, instead
-# of failing at the first spawn.
+# of failing at the first spawn. Read through the process's shared watcher, which the spawner uses
+# too: its warnings are logged once, and an edit is picked up without a restart.
 try:
-    kubelab_config = load_config(KUBELAB_CONFIG)
+    kubelab_config = cached_config(KUBELAB_CONFIG)
 except ConfigError as e:
     sys.exit(e.format())
-for _path, _message in config_warnings(kubelab_config):
-    print(f"kubelab: {KUBELAB_CONFIG}: warning: {key_path(_path)}: {_message}", file=sys.stderr)
 
 c.JupyterHub.spawner_class = "kubelab"
 c.ProfileSpawner.kubelab_config = KUBELAB_CONFIG
 
 # Create the groups the config refers to, so that admins can add members from the admin page
 # (existing members are kept). Skipped when the authenticator manages groups itself.
-if not getattr(c.Authenticator, "manage_groups", False):
+if not c.Authenticator.get("manage_groups", False):  # (getattr would make a lazy value)
     c.JupyterHub.load_groups = {name: {} for name in kubelab_config.groups}
 
 # A GPU pod no node can take fails after this many seconds (not the whole start_timeout).

@@ -372,6 +372,36 @@ class ClusterState:
         self.nodes = nodes
         self.pods = pods
         self._gpu_memo: tuple[Any, dict[str, GpuAvailability]] | None = None
+        #: GPUs of spawns that passed the quota check but whose pod the cache has not seen yet,
+        #: by pod key ("namespace/name"): (team label, user label, GPUs, expiry on the monotonic
+        #: clock). Without them two users of a team spawning at once would both fit the same
+        #: remaining quota: with per-user namespaces no ResourceQuota spans the team.
+        self.reservations: dict[str, tuple[str, str, int, float]] = {}
+
+    def reserve(self, pod_key: str, *, team: str, user: str, gpus: int, ttl: float) -> None:
+        """Count *gpus* against *team* and *user* until the cache sees *pod_key* (or *ttl* s)."""
+        self.reservations[pod_key] = (
+            objects.safe_label_value(team), objects.safe_label_value(user), gpus, time.monotonic() + ttl)
+
+    def release(self, pod_key: str) -> None:
+        self.reservations.pop(pod_key, None)
+
+    def _reserved(self, *, exclude: str | None) -> tuple[dict[str, int], dict[str, int]]:
+        """GPUs reserved per team label and per user label, dropping reservations whose pod the
+        cache now counts (or that expired)."""
+        pods = self.pods.resources
+        now = time.monotonic()
+        teams: dict[str, int] = {}
+        users: dict[str, int] = {}
+        for key, (team, user, gpus, expiry) in list(self.reservations.items()):
+            if key in pods or now > expiry:
+                del self.reservations[key]
+                continue
+            if key == exclude:
+                continue
+            teams[team] = teams.get(team, 0) + gpus
+            users[user] = users.get(user, 0) + gpus
+        return teams, users
 
     @classmethod
     async def get(cls, parent: Any, *, wait: float | None = None) -> ClusterState:
@@ -433,22 +463,26 @@ class ClusterState:
         self._gpu_memo = (key, out)
         return out
 
-    def quota_usage(self, config: KubelabConfig, user: UserInfo) -> QuotaUsage | None:
+    def quota_usage(self, config: KubelabConfig, user: UserInfo, *, exclude: str | None = None) -> QuotaUsage | None:
+        """GPUs the user's team and the user hold: their pods in the cache plus the reservations
+        of spawns under way (but *exclude*'s, the pod key of the spawn asking)."""
         team = config.team_for(sorted(user.groups))
         if team is None:
             return None
         name, t = team
         pods: _PodIndex = self.pods.resources  # type: ignore[assignment]
         resources = {g.resource for g in config.gpu_types.values()}
+        team_label, user_label = objects.safe_label_value(name), objects.safe_label_value(user.name)
+        reserved_teams, reserved_users = self._reserved(exclude=exclude)
 
         def used(row: Mapping[str, int] | None) -> int:
             return sum(n for r, n in (row or {}).items() if r in resources)
 
         return QuotaUsage(
             team=name,
-            gpus_used=used(pods.team_used.get(objects.safe_label_value(name))),
+            gpus_used=used(pods.team_used.get(team_label)) + reserved_teams.get(team_label, 0),
             gpus_quota=t.quota.gpus,
-            user_gpus_used=used(pods.user_used.get(objects.safe_label_value(user.name))),
+            user_gpus_used=used(pods.user_used.get(user_label)) + reserved_users.get(user_label, 0),
             user_gpus_quota=t.user_quota.gpus if t.user_quota else None,
         )
 
@@ -605,22 +639,53 @@ class ProfileSpawner(KubeSpawner):
             return Availability(unusable_datasets=unusable, known=False)
         return Availability(
             gpus=state.gpu_availability(config),
-            quota=state.quota_usage(config, user),
+            quota=state.quota_usage(config, user, exclude=self._pod_key()),
             unusable_datasets=unusable,
         )
 
+    def _pod_key(self) -> str:
+        """The reflectors' key of this server's pod, in the namespace the config gives the user."""
+        namespace = self.namespace
+        if self.enable_user_namespaces:
+            user = self.user_info()
+            namespace, _ = objects.user_namespace(self.kubelab, username=user.name, groups=sorted(user.groups))
+        return f"{namespace}/{self.pod_name}"
+
+    def _reserve_gpus(self, choice: Choice) -> None:
+        """Hold *choice*'s GPUs against the team quota until the cache sees the pod (see
+        :meth:`ClusterState.reserve`), so concurrent spawns cannot overrun it."""
+        state = ClusterState._instances.get(asyncio.get_running_loop())
+        if state is None or not choice.gpus:
+            return
+        user = self.user_info()
+        team = self.kubelab.team_for(sorted(user.groups))
+        if team is None:
+            return
+        state.reserve(self._pod_key(), team=team[0], user=user.name, gpus=choice.gpus,
+                      ttl=self.start_timeout + self.k8s_api_request_retry_timeout)
+
+    def _release_gpus(self) -> None:
+        state = ClusterState._instances.get(asyncio.get_running_loop())
+        if state is not None:
+            state.release(self._pod_key())
+
     # -- validation: JupyterHub's apply_user_options step (HTTP 400, nothing created yet) ------
 
-    async def validate_options(self, user_options: Any) -> Choice:
-        """Validate untrusted *user_options* into a :class:`Choice` or raise HTTP 400."""
+    async def validate_options(self, user_options: Any, *, reserve: bool = False) -> Choice:
+        """Validate untrusted *user_options* into a :class:`Choice` or raise HTTP 400; with
+        *reserve*, hold the choice's GPUs against the team quota until the pod is seen."""
         availability = await self.availability()
         try:
-            return profiles.validate_user_options(
+            choice = profiles.validate_user_options(
                 self.kubelab, self.user_info(), user_options, availability,
                 refuse_unavailable=self.refuse_unavailable_gpus,
             )
         except InvalidOptions as e:
             raise spawn_error(f"Invalid server options: {e}", reason="invalid-options") from None
+        if reserve:
+            # no await between the check and the reservation: another spawn cannot slip in
+            self._reserve_gpus(choice)
+        return choice
 
     async def _run_apply_user_options(self, user_options: Any) -> None:
         # Runs in User.spawn before start(): the earliest point with the final user_options,
@@ -660,10 +725,13 @@ class ProfileSpawner(KubeSpawner):
         # (start() may be called without it: JupyterHub < 5.3, or tests)
         validated = self._kubelab_validated
         self._kubelab_validated = None
-        if validated is not None and self._kubelab_choice is not None and validated == (self.user_options, self.kubelab):
+        if (validated is not None and self._kubelab_choice is not None and not self._kubelab_choice.gpus
+                and validated == (self.user_options, self.kubelab)):
             choice = self._kubelab_choice
         else:
-            choice = await self.validate_options(self.user_options)
+            # GPU choices are checked again against the quota, now that the spawn is committed,
+            # and their GPUs reserved in the same step
+            choice = await self.validate_options(self.user_options, reserve=True)
         self._kubelab_choice = choice
         config = self.kubelab
         user = self.user_info()
@@ -679,6 +747,47 @@ class ProfileSpawner(KubeSpawner):
         finally:
             self.user_options = given
         self._apply_choice(config, choice, user, team)
+        await self._check_dataset_claims(choice, user)
+
+    #: (API server, namespace, claim) → monotonic time a dataset's claim was last seen there
+    _claims_seen: dict[tuple[str, str, str], float] = {}
+    #: how long a claim seen to exist is not looked up again
+    claim_recheck_seconds = 300.0
+
+    async def _check_dataset_claims(self, choice: Choice, user: UserInfo) -> None:
+        """Refuse the spawn (HTTP 400, nothing created) when a chosen PVC dataset's claim does not
+        exist in the user's namespace: a PVC lives in one namespace, and the pod would otherwise
+        wait, Pending, for the whole start timeout. Other API errors (e.g. the hub may not read
+        claims) let the spawn go on; the pod's events then say what is wrong."""
+        host = self.api.api_client.configuration.host
+        now = time.monotonic()
+        for m in choice.datasets:
+            source = objects.expand_source(m.dataset.source, username=user.name)
+            if source.pvc is None:
+                continue
+            claim = source.pvc.claim_name
+            key = (host, self.namespace, claim)
+            if now - self._claims_seen.get(key, float("-inf")) < self.claim_recheck_seconds:
+                continue
+            try:
+                await asyncio.wait_for(
+                    self.api.read_namespaced_persistent_volume_claim(claim, self.namespace),
+                    self.k8s_api_request_timeout)
+            except ApiException as e:
+                if e.status != 404:
+                    self.log.warning("Could not check claim %s/%s of dataset %s: %s",
+                                     self.namespace, claim, m.dataset.name, e.reason)
+                    continue
+                raise spawn_error(  # _start's clean-up releases the GPUs and restores traits
+                    f"Dataset {m.dataset.name!r} cannot be mounted: its PersistentVolumeClaim "
+                    f"{claim!r} does not exist in namespace {self.namespace!r}. Start without this "
+                    f"dataset, or ask your hub admin to create the claim there.",
+                    reason="dataset-claim-missing",
+                ) from None
+            except asyncio.TimeoutError:
+                self.log.warning("Timed out checking claim %s/%s", self.namespace, claim)
+                continue
+            self._claims_seen[key] = now
 
     def _apply_choice(self, config: KubelabConfig, choice: Choice, user: UserInfo, team: str | None) -> None:
         kind_labels = objects.labels(user=user.name, team=team, kind="notebook")
@@ -866,11 +975,13 @@ class ProfileSpawner(KubeSpawner):
         try:
             return await main
         except asyncio.CancelledError:
+            self._release_gpus()
             if self._kubelab_failure is not None:
                 raise self._kubelab_failure from None
             raise
         except BaseException as e:
             # keep namespace/pod name: JupyterHub's cleanup (stop) still needs them
+            self._release_gpus()
             self.restore_traits()
             if isinstance(e, ApiException) and e.status == 404:
                 # the namespace was deleted behind our back: re-ensure it next time

@@ -15,7 +15,9 @@ import pytest
 import pytest_asyncio
 import requests
 
-from kubelab.tests.test_spawner_kubernetes import A100, GPU_TAINT, cleanup_shared_watches, point_kubespawner_at
+from kubelab.tests.test_spawner_kubernetes import (
+    A100, GPU_TAINT, add_claims, cleanup_shared_watches, point_kubespawner_at,
+)
 from kubelab.tests.test_spawner_profiles import CONFIG_YAML
 
 
@@ -119,6 +121,7 @@ class Browser:
 
 async def test_form_post_to_running_server(hub: Any, kube_cluster: Any) -> None:
     kube_cluster.add_node("a100-0", gpus=8, labels=A100, taints=GPU_TAINT)
+    add_claims(kube_cluster, "kubelab-ml-alice", "imagenet", "scratch")
     alice = Browser(hub, "alice")
     await alice.login()
     page = await alice.call("GET", "spawn")

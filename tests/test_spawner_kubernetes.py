@@ -61,6 +61,7 @@ async def cleanup_shared_watches() -> None:
     await ProfileSpawner._stop_all_reflectors()
     ProfileSpawner._ensured.clear()
     ProfileSpawner._ensured_shapes.clear()
+    ProfileSpawner._claims_seen.clear()
 
 
 @pytest.fixture
@@ -97,6 +98,28 @@ async def make_spawner(kube_cluster: Any, config_path: str) -> AsyncIterator[Cal
         except Exception:
             pass
     await cleanup_shared_watches()
+
+
+def add_claims(cluster: Any, namespace: str, *claims: str, user: str | None = "alice", team: str = "ml") -> None:
+    """PersistentVolumeClaims that PVC datasets name, as an admin creates them in a user's (or,
+    with ``user=None``, a team's) namespace, creating it as kubelab would when missing."""
+    import kubernetes
+
+    from kubelab.core import objects
+    from kubelab.core.config import PodSecurity
+
+    with cluster.sync_api_client() as api_client:
+        core = kubernetes.client.CoreV1Api(api_client)
+        try:
+            core.create_namespace(objects.make_namespace(namespace, pod_security=PodSecurity(), user=user, team=team))
+        except kubernetes.client.ApiException as e:
+            if e.status != 409:
+                raise
+        for claim in claims:
+            core.create_namespaced_persistent_volume_claim(namespace, {
+                "metadata": {"name": claim},
+                "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}},
+            })
 
 
 def writes_since(cluster: Any, mark: int) -> list[Any]:
@@ -154,6 +177,46 @@ async def test_quota_in_use_is_refused(kube_cluster: Any, make_spawner: Callable
     assert e.value.status_code == 400
 
 
+async def test_concurrent_spawns_cannot_overrun_the_team_quota(
+    kube_cluster: Any, make_spawner: Callable[..., Any]
+) -> None:
+    """Each user has a namespace of their own, so no ResourceQuota spans the team: the hub holds
+    a spawn's GPUs from its quota check until the cache sees its pod."""
+    kube_cluster.add_node("a100-0", gpus=8, labels=A100, taints=GPU_TAINT)
+    await start(make_spawner("bob", ("ml",)), {"profile": "a100", "gpus": 2, "datasets": []})
+    await asyncio.sleep(0.3)  # the watch delivers bob's pod: 2 of ml's 4 GPUs in use
+    alice, carol = make_spawner("alice", ("ml",)), make_spawner("carol", ("ml",))
+    options = {"profile": "a100", "gpus": 2, "datasets": []}
+    for s in (alice, carol):  # both fit when the form is posted
+        await s._run_apply_user_options(options)
+        s.user_options = options
+    results = await asyncio.gather(alice.start(), carol.start(), return_exceptions=True)
+    refused = [r for r in results if isinstance(r, web.HTTPError)]
+    assert len(refused) == 1, results
+    assert refused[0].status_code == 400 and "team ml uses 4 of 4 GPUs" in str(refused[0])
+    pods = [p for p in kube_cluster.list_objects("pods", None)
+            if p["metadata"]["labels"].get("kubelab.dev/team") == "ml"]
+    assert sum(int(p["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]) for p in pods) == 4
+
+
+async def test_missing_dataset_claim_is_refused_before_anything_is_created(
+    kube_cluster: Any, make_spawner: Callable[..., Any]
+) -> None:
+    spawner = make_spawner()
+    mark = kube_cluster.requests.mark()
+    with pytest.raises(web.HTTPError) as e:
+        await start(spawner, {"profile": "cpu", "datasets": ["imagenet"]})
+    assert e.value.status_code == 400
+    message = str(getattr(e.value, "message", e.value))
+    assert "Dataset 'imagenet' cannot be mounted" in message
+    assert "PersistentVolumeClaim 'imagenet' does not exist in namespace 'kubelab-ml-alice'" in message
+    assert writes_since(kube_cluster, mark) == []
+    # once the admin creates it, the same options start (and the claim is not looked up again)
+    add_claims(kube_cluster, "kubelab-ml-alice", "imagenet")
+    await start(spawner, {"profile": "cpu", "datasets": ["imagenet"]})
+    assert pod_of(kube_cluster, spawner)["metadata"]["labels"]["kubelab.dev/user"] == "alice"
+
+
 # -- the form: from the cache, no API request ----------------------------------------------------
 
 
@@ -188,6 +251,7 @@ async def test_form_shows_availability_without_api_requests(
 
 async def test_gpu_pod_with_datasets(kube_cluster: Any, make_spawner: Callable[..., Any]) -> None:
     kube_cluster.add_node("a100-0", gpus=8, labels=A100, taints=GPU_TAINT)
+    add_claims(kube_cluster, "kubelab-ml-alice", "imagenet", "scratch")
     spawner = make_spawner()
     url = await start(spawner, {
         "profile": "a100", "gpus": 2,
@@ -255,11 +319,15 @@ async def test_the_notebooks_environment_gives_its_jobs_the_same_world(
     from kubelab.core.jobs.types import JobSpec
     from kubelab.core.notebook_env import NotebookEnv
 
+    home_mount = tmp_path / "home"
+    home_mount.mkdir()
     kube_cluster.add_node("a100-0", gpus=8, labels=A100, taints=GPU_TAINT)
     spawner = make_spawner(
         volumes=[{"name": "home", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}],
-        volume_mounts=[{"name": "home", "mountPath": "/home/jovyan"}],
+        # the home volume where this test's kernel can write, as the pod would at /home/jovyan
+        volume_mounts=[{"name": "home", "mountPath": str(home_mount)}],
     )
+    add_claims(kube_cluster, "kubelab-ml-alice", "imagenet", "scratch")
     await start(spawner, {"profile": "a100", "gpus": 2, "datasets": [
         "imagenet", {"name": "scratch", "sub_path": "exp", "mount_path": "/scratch/exp"}]})
     pod = pod_of(kube_cluster, spawner)
@@ -271,7 +339,7 @@ async def test_the_notebooks_environment_gives_its_jobs_the_same_world(
     assert (nb.backend, nb.user, nb.groups, nb.team) == ("kubernetes", "alice", ("ml",), "ml")
     assert (nb.namespace, nb.service_account) == ("kubelab-ml-alice", "kubelab-user")
     assert (nb.profile, nb.gpu_type, nb.gpus, nb.image) == ("a100", "a100", 2, "ghcr.io/kubelab/notebook-cuda:1")
-    assert (nb.home_claim, nb.home_mount) == (spawner.pvc_name, "/home/jovyan")
+    assert (nb.home_claim, nb.home_mount) == (spawner.pvc_name, str(home_mount))
     assert nb.config_path == "/etc/kubelab/kubelab.yaml"
     scratch = nb.dataset("scratch")
     assert scratch is not None and (scratch.mount_path, scratch.sub_path) == ("/scratch/exp", "users/alice/exp")
@@ -295,11 +363,8 @@ async def test_the_notebooks_environment_gives_its_jobs_the_same_world(
     work.mkdir()
     (work / "train.py").write_text("print('training')\n")
     monkeypatch.chdir(work)
-    # the home volume, as this test's kernel has it: the jobs folder must be on it
-    home_mount = str(tmp_path / "home")
     kernel_env = {**env, "KUBELAB_CONFIG": str(etc / "kubelab.yaml"),
-                  "KUBELAB_HOME_MOUNT": home_mount,
-                  "KUBELAB_JOBS_ROOT": str(tmp_path / "home" / "kubelab-jobs")}
+                  "KUBELAB_JOBS_ROOT": str(home_mount / "kubelab-jobs")}
     ctx = JobContext.from_environ(kernel_env)
     assert (ctx.user, ctx.groups, ctx.namespace) == ("alice", ("ml",), "kubelab-ml-alice")
     assert (ctx.service_account, ctx.home_claim, ctx.gpu_type) == ("kubelab-user", spawner.pvc_name, "a100")
@@ -328,12 +393,13 @@ async def test_the_notebooks_environment_gives_its_jobs_the_same_world(
         assert job_volumes[name] == volumes[name], name
         assert job_mounts[name] == mounts[name], name
     home = next(v for v in job_pod["volumes"] if v.get("persistentVolumeClaim", {}).get("claimName") == spawner.pvc_name)
-    assert next(m for m in job_pod["containers"][0]["volumeMounts"] if m["name"] == home["name"])["mountPath"] == home_mount
+    assert next(m for m in job_pod["containers"][0]["volumeMounts"] if m["name"] == home["name"])["mountPath"] == str(home_mount)
     assert violations({"spec": job_pod}, "restricted") == []
 
 
 async def test_shared_team_namespace(kube_cluster: Any, make_spawner: Callable[..., Any]) -> None:
     spawner = make_spawner("victor", ("vision",))
+    add_claims(kube_cluster, "kubelab-vision", "scratch", user=None, team="vision")
     await start(spawner, {"profile": "cpu", "datasets": ["scratch"]})
     assert spawner.namespace == "kubelab-vision"
     pod = pod_of(kube_cluster, spawner)
@@ -372,7 +438,11 @@ async def test_unschedulable_gpu_spawn_fails_fast_and_cleans_up(
     # nothing of the GPU spawn is left on the spawner
     after = {k: getattr(spawner, k) for k in before}
     assert after == before
+    # nor on the team's quota: the failed spawn's 2 GPUs are no longer reserved
+    usage = (await spawner.availability()).quota
+    assert usage is not None and (usage.gpus_used, usage.user_gpus_used) == (0, 0)
     # and the next spawn on the same spawner is a clean CPU server
+    add_claims(kube_cluster, spawner.namespace, "imagenet", "scratch")
     await start(spawner, {"profile": "cpu"})
     pod = pod_of(kube_cluster, spawner)
     assert "nvidia.com/gpu" not in str(pod["spec"]["containers"][0]["resources"])
