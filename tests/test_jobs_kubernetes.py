@@ -14,6 +14,7 @@ from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.errors import BackendError, JobExists, JobFailed, JobNotFound
 from kubelab.core.jobs.kubernetes import KubernetesBackend
 from kubelab.core.jobs.types import JobPhase, JobSpec
+from kubelab.core.notebook_env import NotebookDataset, NotebookEnv, with_notebook_mounts
 from kubelab.tests.jobs_support import example_config
 
 IMAGE = "ghcr.io/kubelab/notebook-cuda:0.1.0"
@@ -42,7 +43,7 @@ def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def make(cluster, namespace: str, root: Path, *, jobs_root: Path | None = None,
-         **kw) -> KubernetesBackend:
+         notebook: NotebookEnv | None = None, **kw) -> KubernetesBackend:
     import kubernetes
 
     with cluster.sync_api_client() as api:  # the spawner makes it with the namespace
@@ -55,9 +56,12 @@ def make(cluster, namespace: str, root: Path, *, jobs_root: Path | None = None,
     # the home volume is mounted where the notebook has it, and the jobs folder is on it
     config = CONFIG.model_copy(update={"home": CONFIG.home.model_copy(
         update={"mount_path": str(root)})})
+    if notebook is not None:  # what JobContext.from_environ does with the notebook's mounts
+        config = with_notebook_mounts(config, notebook)
     ctx = JobContext(user="alice@example.org", groups=("ml",), config=config, image=IMAGE,
                      namespace=namespace, jobs_root=jobs_root or root / "kubelab-jobs", gpu_type="a100",
-                     home_claim="claim-alice", service_account="kubelab-user")
+                     home_claim="claim-alice", service_account="kubelab-user",
+                     notebook=notebook)
     return KubernetesBackend(ctx, kubeconfig=cluster.kubeconfig_path, **kw)
 
 
@@ -106,6 +110,10 @@ def test_a_single_node_job(k8s: KubernetesBackend, kube_cluster, kube_namespace:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["SEED"] == "1" and env["KUBELAB_JOB_NAME"] == "one"
     assert env["KUBELAB_DATA_IMAGENET"] == "/data/imagenet"
+    # KUBELAB_DATASETS in the notebook's shape (NotebookEnv), as the spawners write it
+    assert json.loads(env["KUBELAB_DATASETS"]) == [{
+        "name": "imagenet", "mount_path": "/data/imagenet", "read_only": True,
+        "source": {"pvc": {"claim_name": "imagenet"}}}]
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     home = str(Path(info.output_dir).parents[2])
     workspace = str(Path(info.output_dir).parent / "workspace")
@@ -150,6 +158,28 @@ def test_a_jobs_folder_off_the_home_volume_is_refused(kube_cluster, kube_namespa
             ok.close()
     finally:
         backend.close()
+
+
+def test_a_dataset_the_notebook_mounts_is_described_as_the_notebook_has_it(
+        kube_cluster, kube_namespace: str, tmp_path: Path, work: Path) -> None:
+    source = CONFIG.dataset("scratch").source.model_dump(mode="json", exclude_none=True)
+    mine = NotebookDataset(name="scratch", mount_path="/scratch/exp", read_only=False,
+                           sub_path="users/alice/exp", source=source)
+    backend = make(kube_cluster, kube_namespace, tmp_path,
+                   notebook=NotebookEnv(backend="kubernetes", datasets=(mine,)))
+    try:
+        backend.submit(JobSpec(script="train.py", name="scratchy", data=["scratch"]))
+    finally:
+        backend.close()
+    job = kube_cluster.get_object("jobs", kube_namespace, "scratchy", group="batch")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    # the entry a notebook's code reads in the notebook, and the mount it describes
+    assert NotebookEnv.from_env(env).datasets == (mine,)
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "kubelab-data-scratch"]
+    assert (mount["mountPath"], mount["subPath"], mount["readOnly"]) == (
+        "/scratch/exp", "users/alice/exp", False)
+    assert env["KUBELAB_DATA_SCRATCH"] == "/scratch/exp"
 
 
 def test_failure_shows_exit_code_and_last_lines(k8s: KubernetesBackend, kube_cluster,

@@ -68,6 +68,43 @@ def test_the_job_gets_its_environment(local: LocalBackend, workdir: Path) -> Non
     assert any(line == f"cwd {Path(job.output_dir).parent / 'workspace'}" for line in job.logs())
 
 
+def test_kubelab_datasets_in_a_job_reads_as_in_the_notebook(tmp_path: Path, workdir: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """KUBELAB_DATASETS in a job is the notebook's shape (NotebookEnv): a dataset the notebook
+    has keeps the notebook's entry (its link here), another is the config's, as a list."""
+    from kubelab.core.config import example_config_path
+    from kubelab.core.jobs.context import JobContext
+    from kubelab.core.notebook_env import NotebookDataset, NotebookEnv
+
+    link = workdir / "data" / "imagenet"
+    mine = NotebookDataset(name="imagenet", mount_path="/data/imagenet", read_only=True,
+                           source={"pvc": {"claim_name": "imagenet"}}, path=str(link),
+                           target=str(tmp_path / "imagenet"), read_only_enforced=False)
+    notebook = NotebookEnv(backend="local", user="alice", groups=("ml",), datasets=(mine,),
+                           config_path=str(example_config_path()),
+                           jobs_root=str(tmp_path / "jobs"))
+    ctx = JobContext.from_environ(notebook.to_env())
+    backend = LocalBackend(ctx, environ={"CUDA_VISIBLE_DEVICES": ""})
+    monkeypatch.chdir(workdir)
+    code = ("import os\nfor k in ('KUBELAB_DATASETS', 'KUBELAB_DATA_IMAGENET', 'KUBELAB_DATA_SCRATCH'):"
+            "\n    print(os.environ[k])\n")
+    try:
+        job = Job("data", backend, info=backend.submit(JobSpec(source=code, name="data",
+                                                               data=["imagenet", "scratch"])))
+        job.wait(timeout=30)
+        raw, imagenet_path, scratch_path = list(job.logs())
+    finally:
+        kill_all(backend)
+    # what a notebook's code does with it, in the job
+    seen = NotebookEnv.from_env({"KUBELAB_DATASETS": raw})
+    assert seen.dataset("imagenet") == mine
+    scratch = seen.dataset("scratch")
+    assert scratch is not None and (scratch.mount_path, scratch.read_only) == ("/scratch", False)
+    assert scratch.source == ctx.config.dataset("scratch").source.model_dump(mode="json", exclude_none=True)
+    assert raw.startswith("[{")  # a JSON list, as the spawners write it (not "imagenet,scratch")
+    assert (imagenet_path, scratch_path) == (str(link), "/scratch")
+
+
 def test_failure_has_exit_code_and_last_lines(local: LocalBackend) -> None:
     job = kubelab.train(code="print('about to fail')\nraise SystemExit(7)\n", name="boom")
     with pytest.raises(JobFailed) as e:

@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from kubelab.core import objects
 from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.errors import InvalidJobSpec, JobExists, JobFailed, JobNotFound, WaitTimeout
 from kubelab.core.jobs.snapshot import Snapshot, SnapshotStore
 from kubelab.core.jobs.types import JobInfo, JobPhase, JobSpec, JobStatus, make_job_name
 from kubelab.core.jobs.validate import Resolved, validate
+from kubelab.core.notebook_env import NotebookDataset, NotebookEnv
 from kubelab.core.quantity import parse_quantity
 
 __all__ = ["Backend", "LogStream", "Lines", "Prepared", "CELL_FILE"]
@@ -358,19 +360,32 @@ def python_command(entry: str, args: Sequence[str], *, gpus: int,
     return [python, "-u", entry, *args]
 
 
-def env_for(prepared: Prepared, *, output_dir: str, metrics_file: str) -> dict[str, str]:
-    """Variables every job gets, whatever the backend."""
+def env_for(prepared: Prepared, ctx: JobContext) -> dict[str, str]:
+    """Variables every job gets, whatever the backend.
+
+    ``KUBELAB_DATASETS`` is written as the spawners write it in the notebook (the
+    :class:`~kubelab.core.notebook_env.NotebookEnv` contract, docs/notebook-env.md: a JSON list
+    of entries with name, mount path, mode, sub path and source), so code that reads it in the
+    notebook reads it in the job too. A dataset the notebook mounts keeps the notebook's own
+    entry (the job mounts it the same way; locally, with its link and target); another is
+    described as the admin config declares it, ``{username}`` expanded.
+    """
     env = dict(prepared.spec.env)
     env.update({
         "KUBELAB_JOB_NAME": prepared.name,
-        "KUBELAB_OUTPUT_DIR": output_dir,
-        "KUBELAB_METRICS_FILE": metrics_file,
+        "KUBELAB_OUTPUT_DIR": str(prepared.output_dir),
+        "KUBELAB_METRICS_FILE": str(prepared.metrics_file),
         "PYTHONUNBUFFERED": "1",
     })
     if prepared.resolved.datasets:
-        env["KUBELAB_DATASETS"] = ",".join(d.name for d in prepared.resolved.datasets)
+        entries = []
         for d in prepared.resolved.datasets:
+            mounted = ctx.notebook.dataset(d.name) if ctx.notebook else None
+            if mounted is None or not mounted.mount_path:
+                mounted = NotebookDataset.of(objects.dataset_for_user(d, username=ctx.user))
+            entries.append(mounted)
             env["KUBELAB_DATA_" + d.name.upper().replace("-", "_")] = d.mount_path
+        env["KUBELAB_DATASETS"] = NotebookEnv(datasets=tuple(entries)).to_env()["KUBELAB_DATASETS"]
     return env
 
 

@@ -357,8 +357,7 @@ class KubernetesBackend(Backend):
             "image": image, "data": [d.name for d in resolved.datasets],
             "snapshot": prepared.snapshot.id, "output_dir": str(prepared.output_dir),
         }
-        env = env_for(prepared, output_dir=str(prepared.output_dir),
-                      metrics_file=str(prepared.metrics_file))
+        env = env_for(prepared, ctx)
         built = ko.build(
             name=prepared.name, namespace=self.namespace, user=ctx.user, image=image,
             entry=prepared.entry, args=spec.args, workdir=str(prepared.workspace),

@@ -163,8 +163,7 @@ class LocalBackend(Backend):
             command = python_command(prepared.entry, spec.args, gpus=spec.gpus,
                                      torchrun=self.torchrun)
             env = process_env()
-            env.update(env_for(prepared, output_dir=str(prepared.output_dir),
-                               metrics_file=str(prepared.metrics_file)))
+            env.update(env_for(prepared, self.ctx))
             env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
             job_dir = prepared.job_dir
             for leftover in ("exit_code", "cancelled", "logs.txt", "metrics.jsonl"):
