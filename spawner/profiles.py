@@ -67,7 +67,7 @@ from kubelab.core.config import (
     Team,
 )
 from kubelab.core.notebook_env import granted
-from kubelab.core.objects import expand_source
+from kubelab.core import objects
 from kubelab.core.quantity import format_bytes, format_cpu, parse_quantity
 
 __all__ = [
@@ -275,18 +275,8 @@ def default_profile(profiles: Sequence[Profile]) -> Profile | None:
 
 
 def expand_user_path(text: str, user: UserInfo) -> str:
-    """Expand ``{username}`` in a dataset's ``sub_path`` or claim name (per-user directories)."""
-    return text.replace("{username}", _safe_segment(user.name))
-
-
-def _safe_segment(name: str) -> str:
-    """A user name as one path segment / name part: lower-case, [a-z0-9-] only, hashed if lossy."""
-    safe = re.sub(r"[^a-z0-9-]", "-", name.lower()).strip("-") or "user"
-    if safe != name:
-        import hashlib
-
-        safe = f"{safe[:48]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
-    return safe
+    """Expand ``{username}`` in a dataset's ``sub_path`` (per-user directories), as jobs do."""
+    return objects.expand_user_path(text, username=user.name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -845,10 +835,7 @@ def user_config_view(
     for d in allowed_datasets(config, user):
         if d.name in skip:
             continue
-        changes: dict[str, Any] = {"source": expand_source(d.source, username=user.name)}
-        if d.sub_path:
-            changes["sub_path"] = expand_user_path(d.sub_path, user)
-        datasets.append(d.model_copy(update=changes))
+        datasets.append(objects.dataset_for_user(d, username=user.name))
     team = config.team_for(sorted(user.groups))
     gpu_types = {p.gpu.type for p in profiles if p.gpu}
     referenced = set(user.groups) | {g for x in (*profiles, *datasets) for g in x.groups}
