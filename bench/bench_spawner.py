@@ -185,13 +185,11 @@ class SpawnContext:
 
 
 async def _spawn_setup() -> SpawnContext:
-    import kubelab
     from kubelab.spawner import profiles
     from kubelab.spawner.kubernetes import ProfileSpawner
     from kubelab.tests.kubeapi.cluster import KubeCluster
     from kubespawner import KubeSpawner
 
-    kubelab_dir = Path(kubelab.__path__[-1])
     cluster = KubeCluster(tempfile.mkdtemp(prefix="bench-kubeapi-")).start()
     cluster.add_node("a100-0", gpus=8, labels={"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
                      taints=["nvidia.com/gpu=present:NoSchedule"], pods=10_000)

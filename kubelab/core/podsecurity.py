@@ -73,7 +73,7 @@ def violations(pod: Mapping[str, Any], level: str = "restricted") -> list[str]:
     for i, v in enumerate(spec.get("volumes") or []):
         if v.get("hostPath") is not None:
             out.append(f"spec.volumes[{i}] ({v.get('name')}): hostPath volumes are not allowed")
-    for key, value in (pod_sc.get("sysctls") and [(s.get("name"), s) for s in pod_sc["sysctls"]]) or []:
+    for key in [s.get("name") for s in pod_sc.get("sysctls") or []]:
         if key not in _SAFE_SYSCTLS:
             out.append(f"spec.securityContext.sysctls: {key!r} is not a safe sysctl")
     if _seccomp_type(pod_sc) == "Unconfined":
