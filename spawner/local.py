@@ -27,7 +27,8 @@ CPU and memory
     profiles; not for GPU profiles, because CUDA reserves far more address space than it uses.
     With ``cgroup_parent`` (a delegated cgroup v2 directory) each server gets its own cgroup with
     ``memory.max`` and ``cpu.max`` covering the whole server with its kernels. What is not
-    enforced is said in the chooser.
+    enforced is said in the chooser. The rules are :mod:`kubelab.core.limits`, which local jobs
+    follow too.
 
 docs/local.md explains the choices; every setting below is a traitlet whose ``help`` is its doc.
 """
@@ -46,7 +47,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,8 @@ from tornado import web
 from traitlets import Bool, Dict, Float, List, Unicode, default, validate
 
 from kubelab.core.config import ConfigError, KubelabConfig, cached_config
+from kubelab.core.limits import LimitPlan, plan_limits
 from kubelab.core.notebook_env import NotebookDataset, NotebookEnv
-from kubelab.core.quantity import format_bytes, format_cpu, parse_quantity
 from kubelab.spawner.profiles import (
     Availability,
     Choice,
@@ -257,17 +258,6 @@ class LinkedDataset:
 
 # --------------------------------------------------------------------------------------------------
 # Limits
-
-
-@dataclass
-class LimitPlan:
-    """How a profile's CPU and memory limits are applied on this machine, and what is not."""
-
-    memory_bytes: int | None = None
-    use_rlimit_as: bool = False
-    cgroup: Path | None = None
-    cpu_limit: float | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def cgroup_usable(parent: str) -> tuple[bool, str]:
@@ -622,32 +612,14 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
     def limit_plan(
         self, memory_limit: str | None, cpu_limit: str | None, *, gpu: bool, dry_run: bool = False
     ) -> LimitPlan:
-        plan = LimitPlan()
-        plan.memory_bytes = int(parse_quantity(memory_limit)) if memory_limit else None
-        plan.cpu_limit = float(parse_quantity(cpu_limit)) if cpu_limit else None
+        """How a profile's limits apply to a server here: the rules jobs follow too
+        (:func:`kubelab.core.limits.plan_limits`), with this spawner's cgroup and settings."""
         usable, why = cgroup_usable(self.cgroup_parent)
-        if usable:
-            plan.cgroup = Path(self.cgroup_parent)
-            return plan  # cgroup: memory.max and cpu.max for the whole server, nothing to add
-        if plan.memory_bytes is not None:
-            if gpu:
-                plan.notes.append(
-                    f"memory limit {format_bytes(plan.memory_bytes)} not enforced (an address-space "
-                    "limit would break CUDA; a cgroup would enforce it)"
-                )
-            elif self.enforce_memory_limit:
-                plan.use_rlimit_as = True
-                plan.notes.append(
-                    f"memory limit {format_bytes(plan.memory_bytes)} per process (address space, "
-                    "RLIMIT_AS), not for the server and its kernels together"
-                )
-            else:
-                plan.notes.append(f"memory limit {format_bytes(plan.memory_bytes)} not enforced")
-        if plan.cpu_limit is not None:
-            plan.notes.append(
-                f"CPU limit {format_cpu(plan.cpu_limit)} not enforced ({why}; see docs/local.md)"
-            )
-        return plan
+        return plan_limits(
+            memory_limit, cpu_limit, gpu=gpu, scope="server",
+            enforce_memory=self.enforce_memory_limit,
+            cgroup=Path(self.cgroup_parent) if usable else None, no_cgroup_reason=why,
+        )
 
     def _make_cgroup(self, plan: LimitPlan) -> Path | None:
         if plan.cgroup is None:
@@ -683,7 +655,7 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
 
     def make_preexec_fn(self, name: str) -> Any:
         home = self.home_dir
-        memory = self._plan.memory_bytes if self._plan and self._plan.use_rlimit_as else None
+        memory = self._plan.rlimit_as if self._plan else None
         procs = str(self._cgroup / "cgroup.procs") if self._cgroup else None
 
         def preexec() -> None:  # pragma: no cover - runs in the child between fork and exec

@@ -244,6 +244,32 @@ def test_cpu_and_memory_limits_as_far_as_the_os_allows(local: LocalBackend) -> N
     assert kubelab.train(code=code).wait(30).ok
 
 
+def test_servers_and_jobs_share_one_limit_plan(tmp_path: Path) -> None:
+    """kubelab.core.limits decides for the local spawner and the local backend alike: the same
+    memory rule (RLIMIT_AS, never for GPU work); jobs are pinned to free CPUs first."""
+    from kubelab.core.limits import plan_limits
+
+    for gpu in (False, True):
+        server = plan_limits("1Gi", "2", gpu=gpu, scope="server", no_cgroup_reason="no cgroup_parent")
+        job = plan_limits("1Gi", "2", gpu=gpu, scope="job")
+        assert server.rlimit_as == job.rlimit_as == (None if gpu else 1024**3)
+        assert job.rlimit_as_kib == (None if gpu else 1024**2)
+        assert server.cpuset is None and "CPU limit 2 not enforced (no cgroup_parent" in server.notes[-1]
+    assert "memory 1Gi not enforced (an address-space limit breaks CUDA)" in job.notes
+    # a cgroup enforces both: nothing pinned, nothing unsaid
+    cgroup = plan_limits("1Gi", "2", gpu=True, scope="server", cgroup=tmp_path)
+    assert (cgroup.cgroup, cgroup.rlimit_as, cgroup.notes) == (tmp_path, None, [])
+    assert not plan_limits("1Gi", None, gpu=False, scope="server", enforce_memory=False).rlimit_as
+    allowed = sorted(os.sched_getaffinity(0))
+    one = plan_limits(None, "500m", gpu=False, scope="job", busy_cpus={allowed[0]})
+    if len(allowed) > 1:  # ceil(0.5) = 1 CPU, one another job does not hold
+        assert one.cpuset == {allowed[1]} and f"pinned to CPU(s) {allowed[1]}" in one.notes[0]
+        everything = plan_limits(None, str(len(allowed)), gpu=False, scope="job")
+        assert everything.cpuset is None and "not limited" in everything.notes[0]
+    else:
+        assert one.cpuset is None and "this machine's 1 CPU(s), not limited" in one.notes[0]
+
+
 def test_wait_timeout(local: LocalBackend, workdir: Path) -> None:
     (workdir / "sleeper.py").write_text(SLEEPER)
     job = kubelab.train("sleeper.py")

@@ -15,11 +15,12 @@ cost a second interpreter start.
 GPUs: the job gets ``CUDA_VISIBLE_DEVICES`` set to GPUs of this server that no other running local
 job holds; several GPUs run under ``torchrun --standalone --nnodes=1 --nproc-per-node=N``.
 
-CPU and memory, as far as an unprivileged process can (no cgroups here): ``--cpus N`` pins the
-job to ``ceil(N)`` CPUs (affinity; cores no other running job is pinned to first), which bounds
-its parallelism, not its share of those cores; ``--memory`` becomes an address-space limit
-(``ulimit -v``, RLIMIT_AS) on each of its processes, except for GPU jobs (CUDA reserves far more
-address space than it uses, so the limit would break it). The job's record says which applied.
+CPU and memory, as far as an unprivileged process can (no cgroups here), by the rules the local
+spawner uses too (:mod:`kubelab.core.limits`): ``--cpus N`` pins the job to ``ceil(N)`` CPUs
+(affinity; cores no other running job is pinned to first), which bounds its parallelism, not its
+share of those cores; ``--memory`` becomes an address-space limit (``ulimit -v``, RLIMIT_AS) on
+each of its processes, except for GPU jobs (CUDA reserves far more address space than it uses,
+so the limit would break it). The job's record says which applied.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import math
 import os
 import select
 import shutil
@@ -52,6 +52,7 @@ from kubelab.core.jobs.backend import (
 from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.errors import BackendError, InvalidJobSpec, JobNotFound, QuotaExceeded
 from kubelab.core.jobs.types import JobInfo, JobPhase, JobSpec, JobStatus, check_job_name
+from kubelab.core.limits import plan_limits
 
 __all__ = ["LocalBackend", "visible_gpus"]
 
@@ -177,12 +178,16 @@ class LocalBackend(Backend):
                 "data": [d.name for d in prepared.resolved.datasets],
                 "snapshot": prepared.snapshot.id, "devices": devices, "command": command,
             }
-            memory_kib, cores, notes = self._limits(spec)
-            record["limits"] = notes
+            held = ({c for r in self._records() if not self._status(r).done
+                     for c in r.get("cpuset", [])} if spec.cpus else set())
+            plan = plan_limits(spec.memory, spec.cpus, gpu=spec.gpus > 0, scope="job",
+                               busy_cpus=held)
+            cores = plan.cpuset
+            record["limits"] = plan.notes
             record["cpuset"] = sorted(cores) if cores else []
             wrapper = 'cd "$KUBELAB_WORKSPACE" || exit 126\n'
-            if memory_kib:
-                wrapper += f"ulimit -v {memory_kib} || exit 125\n"
+            if plan.rlimit_as_kib:
+                wrapper += f"ulimit -v {plan.rlimit_as_kib} || exit 125\n"
             wrapper += _WRAPPER.replace("exit_code", str(job_dir / "exit_code"))
             env["KUBELAB_WORKSPACE"] = str(prepared.workspace)
             try:
@@ -212,35 +217,6 @@ class LocalBackend(Backend):
             record["proc_start"] = _proc_start(pid)
             _write_json(job_dir / "job.json", record)
         return self._info(record)
-
-    def _limits(self, spec: JobSpec) -> tuple[int | None, set[int] | None, list[str]]:
-        """(address-space limit in KiB, CPUs to pin to, what was applied in words)."""
-        from kubelab.core.quantity import parse_quantity
-
-        notes: list[str] = []
-        memory_kib = None
-        if spec.memory:
-            size = int(parse_quantity(spec.memory))
-            if spec.gpus:
-                notes.append(f"memory {spec.memory} not enforced (an address-space limit "
-                             f"breaks CUDA)")
-            else:
-                memory_kib = max(size // 1024, 1)
-                notes.append(f"memory {spec.memory} per process (address space, RLIMIT_AS)")
-        cores: set[int] | None = None
-        if spec.cpus and hasattr(os, "sched_getaffinity"):
-            allowed = sorted(os.sched_getaffinity(0))
-            want = max(1, math.ceil(float(parse_quantity(spec.cpus))))
-            if want < len(allowed):
-                held = {c for r in self._records() if not self._status(r).done
-                        for c in r.get("cpuset", [])}
-                order = [c for c in allowed if c not in held] + [c for c in allowed if c in held]
-                cores = set(order[:want])
-                notes.append(f"cpus {spec.cpus}: pinned to CPU(s) "
-                             f"{','.join(map(str, sorted(cores)))} (not a share of them)")
-            else:
-                notes.append(f"cpus {spec.cpus}: this machine's {len(allowed)} CPU(s), not limited")
-        return memory_kib, cores, notes
 
     # -- reading state --------------------------------------------------------------------------
 
