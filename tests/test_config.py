@@ -162,6 +162,8 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     ("guarantee-over-limit", _set("profiles[0].cpu", {"guarantee": 4, "limit": 2}), "profiles[0].cpu", "more than limit"),
     ("bad-quantity", _set("profiles[0].memory.limit", "lots"), "profiles[0].memory.limit", "not a quantity"),
     ("negative-quantity", _set("profiles[0].memory.limit", "-1Gi"), "profiles[0].memory.limit", "more than zero"),
+    ("huge-quantity", _set("profiles[0].memory.limit", "1e999"), "profiles[0].memory.limit", "too large"),
+    ("infinite-quantity", _set("profiles[0].cpu.limit", float("inf")), "profiles[0].cpu.limit", "not a finite quantity"),
     ("no-images", _set("profiles[0].images", []), "profiles[0].images", "at least 1"),
     ("image-with-space", _set("profiles[0].images[0].image", "nb 1"), "profiles[0].images[0].image", "image reference"),
     ("two-default-images", _set("profiles[0].images", [
@@ -230,7 +232,12 @@ def test_line_numbers_point_at_the_key() -> None:
         ("", "empty"),
         ("- just\n- a list\n", "must be a mapping"),
         ("profiles: !!python/object:os.system {}\n", "not valid YAML"),
+        ("? [1, 2]\n: 3\n", "a list used as a key"),
+        ("{a: 1}: x\n", "a dict used as a key"),
+        ("[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+        ("a:\n" + "".join("  " * i + "b:\n" for i in range(1, 3000)), "nested too deeply"),
     ],
+    ids=["unclosed", "duplicate", "empty", "list", "python-tag", "list-key", "dict-key", "deep-flow", "deep-block"],
 )
 def test_unreadable_files(text: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -681,6 +681,13 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
     seen: dict[Any, yaml.Node] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            # a complex key (``? [1, 2]``, ``{a: 1}: x``): no config key is one
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping", node.start_mark,
+                f"found a {type(key).__name__} used as a key; keys are plain names",
+                key_node.start_mark,
+            )
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 "while reading a mapping", node.start_mark,
@@ -740,6 +747,8 @@ def parse_config(text: str, source: str = "<config>") -> KubelabConfig:
     try:
         node = yaml.compose(text, Loader=_Loader)  # type: ignore[arg-type]
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except RecursionError:
+        raise ConfigError(source, [Problem("", "not valid YAML: nested too deeply", None)]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -753,6 +762,8 @@ def parse_config(text: str, source: str = "<config>") -> KubelabConfig:
         raise ConfigError(source, [Problem("", f"the top level must be a mapping of keys, got {type(data).__name__}", 1)])
     try:
         return KubelabConfig.model_validate(data)
+    except RecursionError:
+        raise ConfigError(source, [Problem("", "values are nested too deeply", None)]) from None
     except ValidationError as e:
         problems = [Problem(key_path(loc), msg, _line_of(node, loc)) for loc, msg in _problems_from(e)]
         raise ConfigError(source, problems) from None

@@ -20,24 +20,43 @@ class QuantityError(ValueError):
     """A string that is not a Kubernetes quantity."""
 
 
+#: the largest quantity Kubernetes stores (an int64); larger ones the API server refuses
+MAX_QUANTITY = Decimal(2**63 - 1)
+
+
 def parse_quantity(value: str | int | float | Decimal) -> Decimal:
     """Return *value* as a :class:`~decimal.Decimal` ("500m" → 0.5, "1Gi" → 1073741824).
 
     Raises :class:`QuantityError` with the offending value for anything else, including booleans
-    (YAML turns ``yes`` into ``True``, and ``True`` must not become one CPU).
+    (YAML turns ``yes`` into ``True``, and ``True`` must not become one CPU), infinities and NaN,
+    and values beyond what Kubernetes can store (:data:`MAX_QUANTITY`).
     """
+    result = _parse(value)
+    if not result.is_finite():
+        raise QuantityError(f"{_show(value)} is not a finite quantity")
+    if abs(result) > MAX_QUANTITY:
+        raise QuantityError(f"{_show(value)} is too large (Kubernetes stores at most 2^63-1)")
+    return result
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _parse(value: str | int | float | Decimal) -> Decimal:
     if isinstance(value, bool):
-        raise QuantityError(f"{value!r} is not a quantity")
+        raise QuantityError(f"{_show(value)} is not a quantity")
     if isinstance(value, (int, Decimal)):
         return Decimal(value)
     if isinstance(value, float):
         return Decimal(repr(value))
     if not isinstance(value, str):
-        raise QuantityError(f"{value!r} is not a quantity")
+        raise QuantityError(f"{_show(value)} is not a quantity")
     match = _PATTERN.fullmatch(value.strip())
     if not match:
         raise QuantityError(
-            f"{value!r} is not a quantity (use a number with an optional suffix, like 500m, 2, 8Gi)"
+            f"{_show(value)} is not a quantity (use a number with an optional suffix, like 500m, 2, 8Gi)"
         )
     number, suffix = match.group(1), match.group(2) or ""
     try:
