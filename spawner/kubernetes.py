@@ -41,6 +41,7 @@ from traitlets import Bool, Float, Unicode, default, validate
 from kubelab.core import objects
 from kubelab.core.config import KubelabConfig, cached_config, dump_config
 from kubelab.core.notebook_env import NotebookDataset, NotebookEnv
+from kubelab.core.podsecurity import violations
 from kubelab.spawner import profiles
 from kubelab.spawner.profiles import (
     Availability,
@@ -965,6 +966,27 @@ class ProfileSpawner(KubeSpawner):
             if replace is None or kind == "ServiceAccount":
                 return  # exists; a namespace's labels are the admin's to change after creation
             await asyncio.wait_for(replace(name, ns, obj), timeout)
+
+    # -- the pod: checked against the Pod Security level before it is sent ---------------------
+
+    async def get_pod_manifest(self) -> Any:
+        """KubeSpawner's pod, refused (HTTP 500, with every reason) when it breaks the Pod
+        Security level of ``kubelab.yaml``: something the hub admin added outside kubelab (an
+        init container, ``extra_pod_config``, a Helm chart default) would otherwise be refused
+        by the namespace's admission with a terse message, or, in a namespace made without
+        kubelab's labels, run below the level."""
+        pod = await super().get_pod_manifest()
+        level = self.kubelab.pod_security.level
+        found = violations(self.api.api_client.sanitize_for_serialization(pod), level)
+        if found:
+            self.log.error("Pod of %s breaks Pod Security %r: %s", self._log_name, level, "; ".join(found))
+            raise spawn_error(
+                f"The notebook pod would break the {level!r} Pod Security standard the admin "
+                f"config asks for: {'; '.join(found)}. This comes from the hub's settings, not your "
+                "choices: please tell your hub admin (docs/spawner.md, Pod Security).",
+                reason="pod-security", status=500,
+            )
+        return pod
 
     # -- starting, failing fast on unschedulable GPU pods --------------------------------------
 

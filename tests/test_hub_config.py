@@ -69,3 +69,23 @@ def test_warnings_are_logged_once_for_the_hub_and_its_spawners(
         cached_config(str(warned))
     nfs = [r for r in caplog.records if "inline NFS" in r.getMessage()]
     assert len(nfs) == 1, [r.getMessage() for r in caplog.records]
+
+
+def test_zero_to_jupyterhub_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Helm values: kubelab's spawner, the hub's config snippet working as the chart runs it,
+    and no chart default that the restricted Pod Security level would refuse."""
+    import yaml
+
+    values = yaml.safe_load((HUB_CONFIG.parent / "z2jh-values.yaml").read_text())
+    assert values["hub"]["config"]["JupyterHub"]["spawner_class"] == "kubelab"
+    assert values["singleuser"]["cloudMetadata"]["blockWithIptables"] is False
+    assert values["hub"]["networkPolicy"]["interNamespaceAccessLabels"] == "accept"
+    config = cached_config(str(example_config_path()))
+    security = config.pod_security
+    assert (values["singleuser"]["uid"], values["singleuser"]["fsGid"]) == (security.run_as_user, security.fs_group)
+    snippet = values["hub"]["extraConfig"]["00-kubelab"]
+    path = values["hub"]["extraFiles"]["kubelab"]["mountPath"]
+    assert path in snippet
+    c = Config()
+    exec(snippet.replace(path, str(example_config_path())), {"c": c})  # as the chart's config does
+    assert set(c.JupyterHub.load_groups) == set(config.groups)

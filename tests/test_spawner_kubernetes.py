@@ -459,3 +459,73 @@ async def test_gpu_spawn_waits_while_schedulable_later(kube_cluster: Any, make_s
     kube_cluster.add_node("a100-0", gpus=8, labels=A100, taints=GPU_TAINT)
     url = await asyncio.wait_for(task, 10)
     assert url and pod_of(kube_cluster, spawner)["spec"]["nodeName"] == "a100-0"
+
+
+# -- permissions: what the hub needs, what it grants ---------------------------------------------
+
+
+def _hub_rules() -> list[dict[str, Any]]:
+    import yaml
+
+    path = Path(__file__).resolve().parent.parent / "hub_config" / "hub-rbac.yaml"
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    (binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    return role["rules"]
+
+
+def _allowed(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
+    return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] for r in rules)
+
+
+def test_the_hub_holds_everything_the_users_role_grants() -> None:
+    """Kubernetes refuses to let the hub create a Role granting more than the hub holds."""
+    from kubelab.core.objects import ROLE_RULES
+
+    rules = _hub_rules()
+    missing = [(g, res, v) for r in ROLE_RULES for g in r["apiGroups"] for res in r["resources"]
+               for v in r["verbs"] if not _allowed(rules, g, res, v)]
+    assert missing == []
+
+
+async def test_every_request_the_hub_makes_is_allowed_by_hub_rbac(
+    kube_cluster: Any, make_spawner: Callable[..., Any]
+) -> None:
+    kube_cluster.add_node("a100-0", gpus=8, labels=A100, taints=GPU_TAINT)
+    add_claims(kube_cluster, "kubelab-ml-alice", "imagenet", "scratch")
+    mark = kube_cluster.requests.mark()
+    spawner = make_spawner(storage_pvc_ensure=True)
+    await spawner.get_options_form()
+    await start(spawner, {"profile": "a100", "gpus": 1, "datasets": ["imagenet", "scratch"]})
+    assert await spawner.poll() is None
+    await spawner.stop()
+    rules = _hub_rules()
+    seen = [r for r in kube_cluster.requests.since(mark) if r.resource]
+    resources = {r.resource for r in seen}
+    assert {"pods", "nodes", "namespaces", "roles", "persistentvolumeclaims"} <= resources, resources
+    refused = sorted({
+        f"{r.verb} {r.group or 'core'}/{r.resource}{'/' + r.subresource if r.subresource else ''}"
+        for r in seen
+        if not _allowed(rules, r.group or "", r.resource + (f"/{r.subresource}" if r.subresource else ""),
+                        "watch" if r.watch else r.verb)
+    })
+    assert refused == []
+
+
+async def test_a_pod_below_the_level_is_refused_before_it_is_sent(
+    kube_cluster: Any, make_spawner: Callable[..., Any]
+) -> None:
+    """E.g. Zero to JupyterHub's cloud-metadata init container (privileged, root, NET_ADMIN)."""
+    spawner = make_spawner(init_containers=[{
+        "name": "block-cloud-metadata", "image": "quay.io/jupyterhub/k8s-network-tools:4.1.0",
+        "command": ["iptables", "-A", "OUTPUT", "-d", "169.254.169.254", "-j", "DROP"],
+        "securityContext": {"privileged": True, "runAsUser": 0, "capabilities": {"add": ["NET_ADMIN"]}},
+    }])
+    with pytest.raises(web.HTTPError) as e:
+        await start(spawner, {"profile": "cpu", "datasets": []})
+    message = str(getattr(e.value, "message", e.value))
+    assert e.value.status_code == 500
+    assert "'restricted' Pod Security" in message and "spec.initContainers[0]" in message
+    assert "privileged" in message
+    assert kube_cluster.list_objects("pods", None) == []

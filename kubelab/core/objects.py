@@ -199,6 +199,11 @@ ROLE_RULES: list[dict[str, Any]] = [
      "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["services"],
      "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+    # the job API uses Kubeflow's kinds when the cluster serves them (docs/jobs.md)
+    {"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"],
+     "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+    {"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"],
+     "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
     # Why no "create" on pods: pods come from Jobs and Deployments (whose templates the API
     # server checks against the namespace's Pod Security level); the user may look at and
     # delete them (to restart a stuck worker), not start bare pods.
