@@ -6,7 +6,8 @@ issue's absolute targets are printed beside them (``extra``):
 * ``jobs: kubernetes submit`` — ``KubernetesBackend.submit`` (validation, snapshot of a one-file
   workdir, the Job object created, the handle returned) against one bare POST of the same Job with
   the ``kubernetes`` client, on the API test server. Target: ≤ 50 ms p50 absolute. Extra: the API
-  requests counted while the backend watches 100 running jobs for ``WATCH_SECONDS`` (target: ≤ 2
+  requests counted while the backend watches 100 running jobs for ``WATCH_SECONDS`` (default 60, as
+  the issue asks; ``KUBELAB_BENCH_WATCH_SECONDS`` shortens it) (target: ≤ 2
   per minute after the initial list).
 * ``jobs: snapshot 100 MB / 10,000 files (first)`` — a fresh store, against ``shutil.copytree``
   of the tree (what any snapshot that keeps a copy must do: read and create 10,000 files). Target:
@@ -40,7 +41,7 @@ from kubelab.core.jobs.local import LocalBackend
 from kubelab.core.jobs.snapshot import SnapshotStore
 from kubelab.core.jobs.types import JobSpec
 
-WATCH_SECONDS = float(os.environ.get("KUBELAB_BENCH_WATCH_SECONDS", "10"))
+WATCH_SECONDS = float(os.environ.get("KUBELAB_BENCH_WATCH_SECONDS", "60"))
 IMAGE = "ghcr.io/kubelab/notebook:0.1.0"
 
 

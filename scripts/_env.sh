@@ -11,9 +11,18 @@ kubelab_env() {
     echo "kubelab: needs Python 3.10 or newer ('$python' not found; set PYTHON=...)" >&2
     exit 1
   fi
+  if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    echo "kubelab: needs Python 3.10 or newer; $python is $("$python" -V 2>&1) (set PYTHON=...)" >&2
+    exit 1
+  fi
   if [ ! -x "$VENV/bin/python" ]; then
     echo "kubelab: creating a virtual environment in $VENV" >&2
-    "$python" -m venv "$VENV"
+    if ! "$python" -m venv "$VENV"; then
+      rm -rf "$VENV"
+      echo "kubelab: could not create a virtual environment with $python; on Debian or Ubuntu:" >&2
+      echo "         sudo apt-get install python3-venv   (then run this again)" >&2
+      exit 1
+    fi
   fi
   local stamp="$VENV/.kubelab-$extra"
   local want
