@@ -16,6 +16,7 @@ from typing import Any
 from kubelab.core.jobs.api import Job, get_backend, spec_for
 from kubelab.core.jobs.backend import Backend
 from kubelab.core.jobs.errors import InvalidJobSpec, JobError
+from kubelab.core.jobs.snapshot import GcReport
 from kubelab.core.jobs.types import JobInfo, JobPhase
 
 __all__ = ["JobsController", "parse_env", "Row", "format_duration", "failure_text"]
@@ -148,6 +149,10 @@ class JobsController:
 
     def metrics(self, name: str | None) -> list[dict[str, Any]]:
         return self.job(name).metrics()
+
+    def gc(self) -> GcReport:
+        """Free the snapshot store of what no existing job needs (``%jobs gc``)."""
+        return self.backend.gc()
 
 
 __all__ += ["JobError"]

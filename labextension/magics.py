@@ -30,7 +30,9 @@ __all__ = ["KubelabMagics", "KubelabCellError", "load_ipython_extension",
 
 #: lines printed by ``%jobs logs`` without --tail before it cuts (the whole log is on disk)
 MAX_PRINTED = 10_000
-JOBS_ACTIONS = ("list", "logs", "cancel", "wait", "delete", "metrics")
+JOBS_ACTIONS = ("list", "logs", "cancel", "wait", "delete", "metrics", "gc")
+#: the %jobs actions that take no job name
+NAMELESS = ("list", "gc")
 
 
 class KubelabCellError(Exception):
@@ -91,8 +93,11 @@ def parse_jobs(line: str) -> argparse.Namespace:
     if args.action not in JOBS_ACTIONS:
         raise UsageError(f"unknown %jobs action {args.action!r}; use one of "
                          f"{', '.join(JOBS_ACTIONS)} (see %jobs?)")
-    if args.action != "list" and not args.name:
+    if args.action not in NAMELESS and not args.name:
         raise UsageError(f"%jobs {args.action} needs a job name (see %jobs for yours)")
+    if args.action == "gc" and args.name:
+        raise UsageError("%jobs gc takes no job name: it frees the snapshots of every job that "
+                         "is gone (see %jobs?)")
     if args.tail is not None and args.tail < 0:
         raise UsageError(f"--tail must be 0 or more, got {args.tail}")
     if args.timeout is not None and not args.timeout > 0:
@@ -222,7 +227,7 @@ class KubelabMagics(Magics):
 
     @magic_arguments()
     @argument("action", nargs="?", default="list", help="list (default), logs, cancel, wait, "
-              "delete or metrics")
+              "delete, metrics or gc")
     @argument("name", nargs="?", help="the job's name")
     @argument("--follow", "-f", action="store_true", help="logs: keep following until the job ends")
     @argument("--tail", type=int, help="logs: only the last N lines")
@@ -238,6 +243,8 @@ class KubelabMagics(Magics):
         %jobs cancel NAME         stop it (outputs and logs stay)
         %jobs delete NAME         stop it and remove it (its output directory stays)
         %jobs metrics NAME        what it reported with kubelab.report(...)
+        %jobs gc                  free the workspace snapshots of jobs that are gone (the
+                                  snapshot store only grows until then); prints what it freed
         """
         args = parse_jobs(line)
         c = self.controller
@@ -280,6 +287,9 @@ class KubelabMagics(Magics):
                 raise KubelabCellError(failure_text(info, last))
             print(f"[kubelab] {info.name}: {info.status.describe()}"
                   + (f"; outputs in {info.output_dir}" if info.output_dir else ""))
+            return None
+        if args.action == "gc":
+            print(f"[kubelab] {_run(c.gc)}")
             return None
         if args.action == "metrics":
             points = _run(c.metrics, args.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -629,3 +630,27 @@ def test_username_in_a_datasets_sub_path_and_claim_is_expanded_as_in_the_noteboo
     # the user's view of the config has it expanded already: expanding again changes nothing
     once = objects.dataset_for_user(homes, username=user)
     assert objects.dataset_for_user(once, username=user) == once
+
+
+def test_after_gc_a_pending_job_still_unpacks(k8s: KubernetesBackend, kube_cluster,
+                                              kube_namespace: str, work: Path, tmp_path: Path) -> None:
+    """Garbage collection keeps what the cluster's jobs need: the init container of a job that
+    has not started yet unpacks its workspace from the rewritten pack."""
+    import subprocess
+
+    (work / "old.bin").write_bytes(b"o" * 10_000)
+    k8s.submit(JobSpec(script="train.py", name="old"))
+    (work / "old.bin").unlink()
+    (work / "model.py").write_text("W = 2\n")
+    k8s.submit(JobSpec(script="train.py", name="waiting"))
+    k8s.delete("old")
+    wait_for(lambda: [i.name for i in k8s.list()] == ["waiting"], what="the old job gone")
+    report = k8s.gc(grace=0)
+    assert report.freed_bytes == 10_000 and report.kept_snapshots == 1
+    job = kube_cluster.get_object("jobs", kube_namespace, "waiting", group="batch")
+    (init,) = job["spec"]["template"]["spec"]["initContainers"]
+    command = [sys.executable if c == "python" else c for c in init["command"]]
+    command[-1] = str(tmp_path / "pod-workspace")  # the emptyDir
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "pod-workspace").iterdir()) == ["model.py", "train.py"]

@@ -12,7 +12,7 @@ import pytest
 
 import kubelab
 from kubelab.core.jobs import metrics as metrics_module
-from kubelab.core.jobs.api import Job
+from kubelab.core.jobs.api import Job, jobs_gc
 from kubelab.core.jobs.errors import (
     BackendError,
     InvalidJobSpec,
@@ -268,6 +268,29 @@ def test_servers_and_jobs_share_one_limit_plan(tmp_path: Path) -> None:
         assert everything.cpuset is None and "not limited" in everything.notes[0]
     else:
         assert one.cpuset is None and "this machine's 1 CPU(s), not limited" in one.notes[0]
+
+
+def test_jobs_gc_frees_the_snapshots_of_deleted_jobs(local: LocalBackend, workdir: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    (workdir / "big.bin").write_bytes(os.urandom(20_000))
+    gone = kubelab.train(code="print('gone')", name="gone")
+    (workdir / "big.bin").unlink()
+    kept = kubelab.train(code="print('kept')", name="kept")
+    gone.wait(30)
+    kept.wait(30)
+    gone.delete()
+    capsys.readouterr()
+    report = jobs_gc(grace=0)
+    assert capsys.readouterr().out == f"[kubelab] {report}\n"
+    assert report.freed_bytes >= 20_000 and report.kept_snapshots == 1
+    # the kept job's snapshot unpacks whole; the deleted one's is gone
+    snap = local.store.load(kept.info.snapshot)
+    snap.materialize(workdir.parent / "again")
+    assert (workdir.parent / "again" / "_kubelab_cell.py").read_text() == "print('kept')"
+    assert not (workdir.parent / "again" / "big.bin").exists()
+    assert sorted(p.name for p in local.store.manifests.iterdir()) == [kept.info.snapshot]
+    with pytest.raises(InvalidJobSpec, match="grace must be a number of seconds"):
+        jobs_gc(grace=-1)
 
 
 def test_wait_timeout(local: LocalBackend, workdir: Path) -> None:

@@ -95,6 +95,7 @@ def test_a_failed_job_shows_exit_code_not_a_traceback(ip, capsys) -> None:
     ("%jobs cancel ghost", "no job named 'ghost'"),
     ("%jobs wait ghost --timeout 0", "--timeout must be more than 0"),
     ("%jobs logs ghost --tail -3", "--tail must be 0 or more"),
+    ("%jobs gc ghost", "%jobs gc takes no job name"),
 ])
 def test_bad_input_is_one_short_message(ip, capsys, line, words) -> None:
     ok, out = run(ip, capsys, line)
@@ -122,6 +123,10 @@ def test_no_follow_returns_the_job_and_jobs_manages_it(ip, capsys, workdir: Path
     assert ok and "deleted slow; its outputs stay in" in out
     ok, out = run(ip, capsys, "%jobs")
     assert "no jobs yet" in out
+    # its snapshot is no job's any more, but new: a submit may be using it, so it stays
+    ok, out = run(ip, capsys, "%jobs gc")
+    assert ok and out.startswith("[kubelab] snapshot store ") and "nothing to free" in out
+    assert "1 of them unused but newer than 15 min" in out
 
 
 def test_replace_needs_a_name_and_reruns(ip, capsys) -> None:

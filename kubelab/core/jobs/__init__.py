@@ -2,7 +2,8 @@
 
 - :mod:`.types` — :class:`JobSpec` (what to run), :class:`JobStatus`, :class:`JobInfo`;
 - :mod:`.errors` — the one exception hierarchy (:class:`JobError` and subclasses);
-- :mod:`.api` — :func:`train`, :func:`jobs`, :func:`job` and the :class:`Job` handle;
+- :mod:`.api` — :func:`train`, :func:`jobs`, :func:`job`, :func:`jobs_gc` and the :class:`Job`
+  handle;
 - :mod:`.backend` — the abstract backend; :mod:`.local` and :mod:`.kubernetes` implement it;
 - :mod:`.snapshot` — content-addressed workspace snapshots; :mod:`.validate` — the admin limits;
 - :mod:`.metrics` — ``kubelab.report(...)`` from training code.
@@ -17,7 +18,8 @@ import importlib
 from typing import Any
 
 _WHERE = {
-    **dict.fromkeys(["Job", "get_backend", "job", "jobs", "set_backend", "spec_for", "train"], "api"),
+    **dict.fromkeys(["Job", "get_backend", "job", "jobs", "jobs_gc", "set_backend", "spec_for",
+                     "train"], "api"),
     **dict.fromkeys([
         "BackendError", "DatasetNotAllowed", "ImageNotAllowed", "InvalidJobSpec", "JobError",
         "JobExists", "JobFailed", "JobNotFound", "NotAllowed", "QuotaExceeded",

@@ -27,9 +27,10 @@ from typing import Any
 from kubelab.core.jobs.backend import Backend
 from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.errors import InvalidJobSpec
+from kubelab.core.jobs.snapshot import GcReport
 from kubelab.core.jobs.types import JobInfo, JobSpec, JobStatus
 
-__all__ = ["Job", "train", "jobs", "job", "get_backend", "set_backend", "spec_for"]
+__all__ = ["Job", "train", "jobs", "job", "jobs_gc", "get_backend", "set_backend", "spec_for"]
 
 _backend: Backend | None = None
 _backend_lock = threading.Lock()
@@ -230,3 +231,17 @@ def job(name: str) -> Job:
     """The job called *name* (raises :class:`~kubelab.core.jobs.errors.JobNotFound`)."""
     backend = get_backend()
     return Job(name, backend, info=backend.get(name))
+
+
+def jobs_gc(*, grace: float = 900.0, quiet: bool = False) -> GcReport:
+    """Free the workspace snapshots no job needs any more: the snapshot store (``.snapshots``
+    in the jobs folder) only grows as jobs are submitted; this rewrites its pack with only the
+    contents of your existing jobs' snapshots (and of those taken in the last *grace* seconds,
+    which a submit may be using). Prints what it freed unless *quiet*; returns the
+    :class:`~kubelab.core.jobs.snapshot.GcReport`. Outputs and logs are never touched."""
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not grace >= 0:
+        raise InvalidJobSpec(f"grace must be a number of seconds, 0 or more, got {grace!r}")
+    report = get_backend().gc(grace=grace)
+    if not quiet:
+        print(f"[kubelab] {report}")
+    return report

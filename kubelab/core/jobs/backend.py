@@ -24,7 +24,7 @@ from typing import Any
 from kubelab.core import objects
 from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.errors import InvalidJobSpec, JobExists, JobFailed, JobNotFound, WaitTimeout
-from kubelab.core.jobs.snapshot import Snapshot, SnapshotStore
+from kubelab.core.jobs.snapshot import GcReport, Snapshot, SnapshotStore
 from kubelab.core.jobs.types import JobInfo, JobPhase, JobSpec, JobStatus, make_job_name
 from kubelab.core.jobs.validate import Resolved, validate
 from kubelab.core.notebook_env import NotebookDataset, NotebookEnv
@@ -309,6 +309,13 @@ class Backend(abc.ABC):
         last = self.tail(info.name, lines)
         return JobFailed(f"job {info.name!r} {info.status.describe()}",
                          exit_code=info.status.exit_code, last_lines=last)
+
+    def gc(self, *, grace: float = 900.0) -> GcReport:
+        """Free the snapshot store of what no job needs: keep the contents of the snapshots of
+        this backend's jobs (and of snapshots taken in the last *grace* seconds: a submit's),
+        drop the rest. A deleted job's outputs are not touched: only its workspace snapshot."""
+        keep = {info.snapshot for info in self.list() if info.snapshot}
+        return self.store.gc(keep, grace=grace)
 
     def metrics(self, name: str) -> list[dict[str, Any]]:
         from kubelab.core.jobs.metrics import read_metrics

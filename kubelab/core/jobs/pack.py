@@ -2,12 +2,25 @@
 
 A store (``<jobs root>/.snapshots``) holds every file content any snapshot needed, once:
 
-- ``pack/data``: the contents, appended one after the other (never rewritten);
+- ``pack/data``: the contents, appended one after the other (only garbage collection rewrites
+  it, below);
 - ``pack/index``: one 48-byte record per content: its SHA-256 (32 bytes), its offset in
-  ``pack/data`` and its size (little-endian 64-bit each); appended *after* the content is written,
-  so a record never names bytes that are not there;
+  ``pack/data`` and its size (little-endian 64-bit each), in the order of their offsets;
+  appended *after* the contents are written and ``fsync``-ed, and ``fsync``-ed itself, so a
+  record never names bytes that are not there, even after a crash;
+- ``pack/lock``: taken exclusively (``flock``) by whoever appends or rewrites, shared by whoever
+  unpacks (:func:`locked`);
 - ``manifests/<id>``: a snapshot: records ``digest size mode path`` separated by NUL bytes (a
   path may hold any character but NUL), sorted by path; ``<id>`` is the start of its SHA-256.
+
+Crashes: a torn last index record is ignored and cut off by the next writer, as are records
+naming bytes past the end of the data (a crash of a machine that had not written them out), and
+data past the last record (appended, never indexed). Garbage collection
+(``SnapshotStore.gc``) writes the packed contents still needed to ``data.new`` and
+``index.new``, ``fsync``-s both, then creates ``pack/swap`` and renames the two over the old
+files: while ``swap`` exists, a ``.new`` file that is still there is the current one
+(:func:`pack_files`), and the next writer finishes the renames; without ``swap``, ``.new``
+files are an unfinished collection's and are removed.
 
 Why one pack file rather than a file per content (git's loose objects): creating 10,000 files
 costs more than reading, hashing and appending 100 MB, so a first snapshot of a big folder was
@@ -21,13 +34,67 @@ This module imports nothing but the standard library: its source is what a job p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import sys
+from collections.abc import Iterator
 
 RECORD = struct.Struct("<32sQQ")
 #: manifest record separator: the one character no path can contain
 SEP = "\0"
+#: in ``pack/``: present while a rewritten pack is being switched in
+SWAP = "swap"
+
+
+def pack_files(store: str) -> tuple[str, str]:
+    """The paths of the store's current (index, data) files: ``pack/index`` and ``pack/data``,
+    or during the switch to a rewritten pack (``pack/swap`` exists) the ``.new`` ones that have
+    not been renamed yet."""
+    folder = os.path.join(store, "pack")
+    index, data = os.path.join(folder, "index"), os.path.join(folder, "data")
+    if os.path.exists(os.path.join(folder, SWAP)):
+        index, data = (p + ".new" if os.path.exists(p + ".new") else p for p in (index, data))
+    return index, data
+
+
+def identity(path: str) -> tuple[int, int] | None:
+    """Which file *path* is (device, inode): a rewritten index is another file."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+@contextlib.contextmanager
+def locked(store: str, *, exclusive: bool) -> Iterator[None]:
+    """Hold the store's lock: exclusive to append or rewrite the pack, shared to read it. A
+    reader of a store with no lock file yet (nothing written) or on a filesystem without locks
+    goes on unlocked."""
+    import fcntl
+
+    path = os.path.join(store, "pack", "lock")
+    try:
+        if exclusive:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        else:
+            fd = os.open(path, os.O_RDONLY)  # the home volume is read-only in a job's pod
+    except OSError:
+        if exclusive:
+            raise
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        except OSError:
+            if exclusive:
+                raise
+        yield
+    finally:
+        os.close(fd)
 
 
 def read_index(path: str, start: int = 0,
@@ -84,17 +151,28 @@ def _copy(src: int, dst: int, offset: int, size: int) -> None:
 
 def materialize(store: str, snapshot_id: str, dest: str, *,
                 entries: list[tuple[str, str, int, int]] | None = None,
-                index: dict[str, tuple[int, int]] | None = None) -> int:
+                index: dict[str, tuple[int, int]] | None = None,
+                index_identity: tuple[int, int] | None = None) -> int:
     """Write snapshot *snapshot_id* of *store* into the folder *dest* (made if missing, and
     expected empty); returns the number of files. Each file is a private copy, so a job may
-    change its workspace without touching the store."""
+    change its workspace without touching the store. *index* (with the :func:`identity` of the
+    index file it was read from) saves reading the index again, unless the pack was rewritten."""
+    with locked(store, exclusive=False):  # no garbage collection meanwhile
+        return _materialize(store, snapshot_id, dest, entries, index, index_identity)
+
+
+def _materialize(store: str, snapshot_id: str, dest: str,
+                 entries: list[tuple[str, str, int, int]] | None,
+                 index: dict[str, tuple[int, int]] | None,
+                 index_identity: tuple[int, int] | None) -> int:
     if entries is None:
         with open(os.path.join(store, "manifests", snapshot_id), "rb") as f:
             entries = parse_manifest(f.read())
-    data_path = os.path.join(store, "pack", "data")
+    index_path, data_path = pack_files(store)
+    if index is not None and identity(index_path) != index_identity:
+        index = None  # the pack was rewritten since: its offsets are not these
     if index is None:
-        index = read_index(os.path.join(store, "pack", "index"),
-                           limit=os.path.getsize(data_path))[0]
+        index = read_index(index_path, limit=os.path.getsize(data_path))[0]
     os.makedirs(dest, exist_ok=True)
     made = {""}
     src = os.open(data_path, os.O_RDONLY)
@@ -129,7 +207,12 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         count = materialize(store, snapshot_id, dest)
-    except (OSError, KeyError) as e:
+    except KeyError as e:
+        print(f"kubelab: could not unpack snapshot {snapshot_id} from {store}: the content "
+              f"{e.args[0]} is not in the store's pack (removed by `%jobs gc` while this job "
+              f"was not listed, or lost in a crash): submit the job again", file=sys.stderr)
+        return 1
+    except OSError as e:
         print(f"kubelab: could not unpack snapshot {snapshot_id} from {store}: {e!r}",
               file=sys.stderr)
         return 1

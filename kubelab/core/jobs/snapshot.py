@@ -26,9 +26,11 @@ import itertools
 import json
 import os
 import re
+import shutil
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,7 +40,7 @@ from typing import Any, NamedTuple
 from kubelab.core.jobs import pack
 from kubelab.core.jobs.errors import InvalidJobSpec, JobError, SnapshotTooLarge
 
-__all__ = ["Snapshot", "SnapshotEntry", "SnapshotStore", "ALWAYS_IGNORED", "format_size"]
+__all__ = ["Snapshot", "SnapshotEntry", "SnapshotStore", "GcReport", "ALWAYS_IGNORED", "format_size"]
 
 #: folders never shipped, whatever the ignore files say
 ALWAYS_IGNORED = frozenset({".git", ".hg", ".svn", "__pycache__", ".ipynb_checkpoints", ".venv",
@@ -77,6 +79,8 @@ class Snapshot:
     new_files: int = 0
     new_bytes: int = 0
     _index: Mapping[str, tuple[int, int]] | None = field(default=None, repr=False, compare=False)
+    #: which index file ``_index`` was read from (a rewritten pack has other offsets)
+    _index_identity: tuple[int, int] | None = field(default=None, repr=False, compare=False)
 
     @property
     def total_bytes(self) -> int:
@@ -86,6 +90,7 @@ class Snapshot:
         """Write the snapshot's files into *dest* (private copies); returns how many."""
         return pack.materialize(
             str(self.store), self.id, str(dest), index=self._index,  # type: ignore[arg-type]
+            index_identity=self._index_identity,
             entries=[(e.path, e.digest, e.size, 0o755 if e.executable else 0o644)
                      for e in self.entries])
 
@@ -118,6 +123,7 @@ class SnapshotStore:
         #: what this process knows of the pack index, and up to which byte it has read it
         self._index: dict[str, tuple[int, int]] = {}
         self._index_read = 0
+        self._index_identity: tuple[int, int] | None = None
 
     # -- walking ------------------------------------------------------------------------------
 
@@ -219,8 +225,10 @@ class SnapshotStore:
         total = sum(st.st_size for _, _, st in files) + sum(len(b) for b in (extra or {}).values())
         if max_size is not None and total > max_size:
             raise _too_large(workdir, files, total, max_size)
-        with self._lock:
-            self._refresh_index()
+        # Why the store's lock for the whole take, not only the appends: garbage collection
+        # (another kernel's) must not drop a content this take found in the index and names in
+        # its manifest.
+        with self._writing():
             index = self._index
             key = hashlib.sha256(str(workdir).encode()).hexdigest()[:24]
             cache_path = self.stat_dir / f"{key}.json"
@@ -281,16 +289,18 @@ class SnapshotStore:
             manifest = pack.format_manifest(rows)
             snapshot_id = hashlib.sha256(manifest).hexdigest()[:20]
             manifest_path = self.manifests / snapshot_id
-            if not manifest_path.exists():
+            try:  # in use again: garbage collection spares recent manifests (a submit's)
+                os.utime(manifest_path)
+            except FileNotFoundError:
                 self.manifests.mkdir(parents=True, exist_ok=True)
-                _atomic_write(manifest_path, manifest)
+                _atomic_write(manifest_path, manifest, durable=True)
             if fresh != cached_files:
                 self.stat_dir.mkdir(parents=True, exist_ok=True)
                 _atomic_write(cache_path, json.dumps(
                     {"workdir": str(workdir), "files": fresh}, separators=(",", ":")).encode())
             entries = tuple(SnapshotEntry(p, d, s, bool(m & 0o111)) for p, d, s, m in rows)
             return Snapshot(snapshot_id, entries, self.root, new_files, new_bytes,
-                            dict(self._index))
+                            dict(self._index), self._index_identity)
 
     def load(self, snapshot_id: str) -> Snapshot:
         try:
@@ -302,42 +312,228 @@ class SnapshotStore:
 
     # -- the pack -----------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the store (this process's threads, and other kernels: the pack's lock), with
+        whatever a crash left repaired and the index up to date."""
+        with self._lock, pack.locked(str(self.root), exclusive=True):
+            self._recover()
+            self._refresh_index()
+            yield
+
     def _refresh_index(self) -> None:
-        """Read the index records other processes (or threads) appended since the last look."""
+        """Read the index records other processes (or threads) appended since the last look;
+        all of them again when the index is another file (rewritten by garbage collection)."""
+        index_path, data_path = pack.pack_files(str(self.root))
         try:
-            limit = os.path.getsize(self._data_path)
+            limit = os.path.getsize(data_path)
         except FileNotFoundError:
             return
-        more, self._index_read = pack.read_index(str(self._index_path), self._index_read, limit)
+        ident = pack.identity(index_path)
+        size = os.path.getsize(index_path) if ident is not None else 0
+        if ident != self._index_identity or size < self._index_read:
+            self._index, self._index_read, self._index_identity = {}, 0, ident
+        more, self._index_read = pack.read_index(index_path, self._index_read, limit)
         self._index.update(more)
+
+    def _recover(self) -> None:
+        """Under the store's lock: finish or drop a pack rewrite a crash interrupted, then cut
+        off what a crash left half-written: a torn last index record, records naming bytes the
+        data file lacks (records are in offset order: they are at the end), and data past the
+        last record (appended, never indexed)."""
+        swap = self.pack_dir / pack.SWAP
+        new_index, new_data = (Path(str(p) + ".new") for p in (self._index_path, self._data_path))
+        if swap.exists():  # the rewrite was complete: finish switching to it
+            for new, path in ((new_index, self._index_path), (new_data, self._data_path)):
+                if new.exists():
+                    os.replace(new, path)
+            _fsync_dir(self.pack_dir)
+            swap.unlink()
+            _fsync_dir(self.pack_dir)
+        else:  # a rewrite that never completed: the old pack stands
+            for new in (new_index, new_data):
+                with contextlib.suppress(FileNotFoundError):
+                    new.unlink()
+        try:
+            data_size = os.path.getsize(self._data_path)
+            fd = os.open(self._index_path, os.O_RDWR)
+        except FileNotFoundError:
+            return
+        try:
+            size = os.fstat(fd).st_size
+            keep = size - size % pack.RECORD.size
+            end = 0
+            while keep:
+                _, offset, length = pack.RECORD.unpack(
+                    os.pread(fd, pack.RECORD.size, keep - pack.RECORD.size))
+                if offset + length <= data_size:
+                    end = offset + length
+                    break
+                keep -= pack.RECORD.size
+            if keep != size:
+                os.ftruncate(fd, keep)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if data_size > end:
+            with open(self._data_path, "r+b") as data:
+                data.truncate(end)
+                os.fsync(data.fileno())
 
     @contextlib.contextmanager
     def _appending(self) -> Iterator[_Appender]:
-        """Hold the store's lock (other kernels may snapshot too) and append to the pack."""
-        import fcntl
-
+        """Append to the pack (the caller holds :meth:`_writing`): the contents, ``fsync``-ed,
+        then their index records, ``fsync``-ed, so the index never names bytes a crash lost."""
         self.pack_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.pack_dir / "lock", "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        index_fd = os.open(self._index_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            with open(self._data_path, "ab") as data:
+                append = _Appender(data, self._index)
+                yield append
+                data.flush()
+                if append.records:
+                    os.fsync(data.fileno())
+                    os.write(index_fd, b"".join(append.records))
+                    os.fsync(index_fd)
+            self._index_read = os.fstat(index_fd).st_size
+            self._index_identity = pack.identity(str(self._index_path))
+        finally:
+            os.close(index_fd)
+
+    # -- garbage collection -------------------------------------------------------------------
+
+    def gc(self, keep: Iterable[str], *, grace: float = 900.0) -> GcReport:
+        """Rewrite the pack with only the contents the snapshots *keep* (the ids of those jobs
+        that still exist use) name, and remove the other manifests, the stat caches' dead
+        entries aside (they are checked against the index). A manifest written or reused in the
+        last *grace* seconds is kept too: a submit may be about to make its job. Also removes
+        the layout of kubelab before the pack (``objects/``, ``index.json``, ``*.json``
+        manifests), which nothing reads any more."""
+        keep = set(keep)
+        with self._writing():
+            now = time.time()
+            kept_ids: list[str] = []
+            recent = 0
+            dropped: list[Path] = []
+            legacy = 0
             try:
-                self._refresh_index()
-                index_fd = os.open(self._index_path, os.O_RDWR | os.O_CREAT, 0o644)
-                try:
-                    size = os.fstat(index_fd).st_size
-                    if size % pack.RECORD.size:  # a torn record from a crash: drop it
-                        os.ftruncate(index_fd, size - size % pack.RECORD.size)
-                    with open(self._data_path, "ab") as data:
-                        append = _Appender(data, self._index)
-                        yield append
-                        data.flush()
-                        if append.records:
-                            os.lseek(index_fd, 0, os.SEEK_END)
-                            os.write(index_fd, b"".join(append.records))
-                            self._index_read = os.fstat(index_fd).st_size
-                finally:
-                    os.close(index_fd)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                listing = sorted(self.manifests.iterdir())
+            except FileNotFoundError:
+                listing = []
+            for path in listing:
+                name = path.name
+                if name.endswith(".json") or name.startswith(".tmp-"):
+                    if name.endswith(".json") or now - path.stat().st_mtime > grace:
+                        legacy += path.stat().st_size if name.endswith(".json") else 0
+                        dropped.append(path)
+                    continue
+                if name in keep:
+                    kept_ids.append(name)
+                elif now - path.stat().st_mtime <= grace:
+                    kept_ids.append(name)
+                    recent += 1
+                else:
+                    dropped.append(path)
+            needed: set[str] = set()
+            for name in kept_ids:
+                needed.update(d for _, d, _, _ in pack.parse_manifest(
+                    (self.manifests / name).read_bytes()))
+            old_size = os.path.getsize(self._data_path) if self._data_path.exists() else 0
+            blobs = sorted((off, size, digest) for digest, (off, size) in self._index.items()
+                           if digest in needed)
+            kept_bytes = sum(size for _, size, _ in blobs)
+            dropped_blobs = len(self._index) - len(blobs)
+            if dropped_blobs or kept_bytes != old_size:
+                self._rewrite(blobs)
+            for path in dropped:
+                path.unlink()
+            legacy += self._remove_legacy()
+            if dropped:
+                _fsync_dir(self.manifests)
+            return GcReport(
+                store=self.root, freed_bytes=old_size - kept_bytes + legacy,
+                dropped_contents=dropped_blobs,
+                dropped_snapshots=len([p for p in dropped if "." not in p.name]),
+                kept_bytes=kept_bytes, kept_contents=len(blobs), kept_snapshots=len(kept_ids),
+                recent_snapshots=recent, grace=grace, legacy_bytes=legacy)
+
+    def _rewrite(self, blobs: list[tuple[int, int, str]]) -> None:
+        """Write *blobs* (offset, size, digest) into a new pack and switch to it (the caller
+        holds :meth:`_writing`); see :mod:`~kubelab.core.jobs.pack` for the crash-safe switch."""
+        new_index, new_data = (Path(str(p) + ".new") for p in (self._index_path, self._data_path))
+        records = []
+        offset = 0
+        src = os.open(self._data_path, os.O_RDONLY)
+        try:
+            with open(new_data, "wb") as out:
+                for old_offset, size, digest in blobs:
+                    pack._copy(src, out.fileno(), old_offset, size)
+                    records.append(pack.RECORD.pack(bytes.fromhex(digest), offset, size))
+                    offset += size
+                os.fsync(out.fileno())
+        finally:
+            os.close(src)
+        with open(new_index, "wb") as out:
+            out.write(b"".join(records))
+            out.flush()
+            os.fsync(out.fileno())
+        _fsync_dir(self.pack_dir)
+        (self.pack_dir / pack.SWAP).touch()
+        _fsync_dir(self.pack_dir)
+        self._recover()  # the switch itself: renames, then the marker goes
+        self._index, self._index_read, self._index_identity = {}, 0, None
+        self._refresh_index()
+
+    def _remove_legacy(self) -> int:
+        """Remove what the store looked like before the pack (a file per content under
+        ``objects/``, ``index.json``); the bytes freed."""
+        freed = 0
+        objects = self.root / "objects"
+        if objects.is_dir():
+            for folder, _, files in os.walk(objects):
+                for f in files:
+                    with contextlib.suppress(OSError):
+                        freed += os.lstat(os.path.join(folder, f)).st_size
+            shutil.rmtree(objects, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            old_index = self.root / "index.json"
+            freed += old_index.stat().st_size
+            old_index.unlink()
+        return freed
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What :meth:`SnapshotStore.gc` freed and kept; ``str()`` says it in one line."""
+
+    store: Path
+    freed_bytes: int
+    dropped_contents: int
+    dropped_snapshots: int
+    kept_bytes: int
+    kept_contents: int
+    kept_snapshots: int
+    #: snapshots no job uses that were kept because they are recent (a submit may use them)
+    recent_snapshots: int = 0
+    grace: float = 0.0
+    #: of ``freed_bytes``: the layout before the pack (``objects/``, ``index.json``)
+    legacy_bytes: int = 0
+
+    def __str__(self) -> str:
+        if self.freed_bytes:
+            what = [f"{self.dropped_contents} content(s) of {self.dropped_snapshots} snapshot(s) "
+                    f"no job uses"]
+            if self.legacy_bytes:
+                what.append(f"{format_size(self.legacy_bytes)} in the old objects/ layout")
+            head = f"freed {format_size(self.freed_bytes)} ({'; '.join(what)})"
+        else:
+            head = "nothing to free"
+        text = (f"snapshot store {self.store}: {head}; kept {format_size(self.kept_bytes)} "
+                f"({self.kept_contents} content(s)) for {self.kept_snapshots} snapshot(s)")
+        if self.recent_snapshots:
+            text += (f", {self.recent_snapshots} of them unused but newer than "
+                     f"{self.grace / 60:g} min (a submit may be using them)")
+        return text
 
 
 class _Appender:
@@ -432,13 +628,29 @@ def _load_json(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _atomic_write(path: Path, content: bytes) -> None:
+def _atomic_write(path: Path, content: bytes, *, durable: bool = False) -> None:
+    """Write *path* whole or not at all; *durable*: on disk before this returns (``fsync`` of
+    the file, then of the folder that names it), so a crash cannot leave it empty."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(content)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if durable:
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the names in folder *path* (a rename, a new file) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
