@@ -41,9 +41,13 @@ INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 #: appended to ``$KUBELAB_LOG_DIR/rank-<node rank>.txt`` on the user's volume, so the log outlives
 #: the pod (the Job's TTL, node loss). A FIFO and ``tee`` rather than a pipe, because POSIX sh has
 #: no pipefail: the exit code is the command's. SIGTERM (cancel, the deadline) is passed on to the
-#: command: the shell is PID 1, which the kernel shields from signals it does not handle. No
-#: ``$$`` (Kubernetes would turn it into ``$``) and no ``$(`` (a Kubernetes variable reference).
+#: command: the shell is PID 1, which the kernel shields from signals it does not handle; the
+#: trap is the shell's first command, and a signal that came before the command's pid was known
+#: is passed on once it is. No ``$$`` (Kubernetes would turn it into ``$``) and no ``$(`` (a
+#: Kubernetes variable reference).
 RUNNER = """\
+pid= stop=
+trap 'stop=1; [ -z "$pid" ] || kill -TERM "$pid" 2>/dev/null' TERM INT
 log="$KUBELAB_LOG_DIR/rank-${NODE_RANK:-${PET_NODE_RANK:-0}}.txt"
 fifo=/dev/shm/.kubelab-log
 if ! mkdir -p "$KUBELAB_LOG_DIR" || ! : >> "$log" || ! mkfifo "$fifo"; then
@@ -54,7 +58,7 @@ tee -a "$log" < "$fifo" &
 tee_pid=$!
 "$@" > "$fifo" 2>&1 &
 pid=$!
-trap 'kill -TERM "$pid" 2>/dev/null' TERM INT
+[ -z "$stop" ] || kill -TERM "$pid" 2>/dev/null
 while :; do
   wait "$pid"
   code=$?

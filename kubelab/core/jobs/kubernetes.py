@@ -493,10 +493,11 @@ class KubernetesBackend(Backend):
     def wait(self, name: str, timeout: float | None = None, *, check: bool = False) -> JobInfo:
         info = super().wait(name, timeout, check=False)
         # The Job's status and its pods' come on two watches: give the failed pod's exit code a
-        # moment to arrive, so that a failure shows it.
+        # moment to arrive, so that a failure shows it (the pod itself may not be in the cache
+        # yet: its watch can lag the Job's).
         deadline = time.monotonic() + 2.0
         while (info.status.phase is JobPhase.FAILED and info.status.exit_code is None
-               and self._job_pods(name) and time.monotonic() < deadline):
+               and time.monotonic() < deadline):
             self.wait_changed(name, 0.1)
             info = self.get(name)
         if check and not info.status.ok:
