@@ -23,6 +23,7 @@ from kubelab._version import __version__
 _LAZY = {
     "train": "kubelab.core.jobs.api",
     "jobs": "kubelab.core.jobs.api",
+    "jobs_gc": "kubelab.core.jobs.api",
     "job": "kubelab.core.jobs.api",
     "Job": "kubelab.core.jobs.api",
     "JobSpec": "kubelab.core.jobs.types",
