@@ -59,7 +59,10 @@ def test_role_is_limited_to_its_namespace_and_kinds() -> None:
     granted = {(g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
     assert granted == {("batch", "jobs"), ("apps", "deployments"), ("", "services"), ("", "pods"),
                        ("", "pods/log"), ("", "events"), ("events.k8s.io", "events"),
-                       ("trainer.kubeflow.org", "trainjobs"), ("kubeflow.org", "pytorchjobs")}
+                       ("trainer.kubeflow.org", "trainjobs"), ("kubeflow.org", "pytorchjobs"),
+                       ("", "resourcequotas")}
+    quotas = next(r for r in role["rules"] if r["resources"] == ["resourcequotas"])
+    assert quotas["verbs"] == ["get", "list", "watch"]  # read-only: a user cannot raise their quota
     pods = next(r for r in role["rules"] if r["resources"] == ["pods"])
     assert "create" not in pods["verbs"]
     # no configmaps: the notebook's config view is a mounted file, not readable by teammates

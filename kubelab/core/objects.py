@@ -209,6 +209,8 @@ ROLE_RULES: list[dict[str, Any]] = [
     # delete them (to restart a stuck worker), not start bare pods.
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get", "list", "watch"]},
+    # read-only: the job API checks a submit against the namespace's quota before creating it
+    {"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["get", "list", "watch"]},
     # Why no configmaps: the notebook reads its view of the admin config from the mounted file;
     # in a team's shared namespace, API access would let members read each other's views.
