@@ -185,19 +185,20 @@ class SpawnContext:
 
 
 async def _spawn_setup() -> SpawnContext:
+    from kubespawner import KubeSpawner
+
     from kubelab.spawner import profiles
     from kubelab.spawner.kubernetes import ProfileSpawner
     from kubelab.tests.kubeapi.cluster import KubeCluster
-    from kubespawner import KubeSpawner
 
     cluster = KubeCluster(tempfile.mkdtemp(prefix="bench-kubeapi-")).start()
     cluster.add_node("a100-0", gpus=8, labels={"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
                      taints=["nvidia.com/gpu=present:NoSchedule"], pods=10_000)
     _kubeconfig_path(str(cluster.kubeconfig_path))
-    from kubelab.core.config import example_config_path
-
     # the example config, with quotas high enough for the pods the benchmark leaves behind
     import yaml
+
+    from kubelab.core.config import example_config_path
 
     data = yaml.safe_load(example_config_path().read_text())
     data["teams"]["ml"]["quota"] = {"gpus": 100_000}

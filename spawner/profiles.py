@@ -58,6 +58,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from kubelab.core import objects
 from kubelab.core.config import (
     RESERVED_MOUNT_PATHS,
     Dataset,
@@ -67,7 +68,6 @@ from kubelab.core.config import (
     Team,
 )
 from kubelab.core.notebook_env import granted
-from kubelab.core import objects
 from kubelab.core.quantity import format_bytes, format_cpu, parse_quantity
 
 __all__ = [

@@ -16,7 +16,11 @@ import pytest_asyncio
 import requests
 
 from kubelab.tests.test_spawner_kubernetes import (
-    A100, GPU_TAINT, add_claims, cleanup_shared_watches, point_kubespawner_at,
+    A100,
+    GPU_TAINT,
+    add_claims,
+    cleanup_shared_watches,
+    point_kubespawner_at,
 )
 from kubelab.tests.test_spawner_profiles import CONFIG_YAML
 
