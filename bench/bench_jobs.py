@@ -40,6 +40,7 @@ from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.local import LocalBackend
 from kubelab.core.jobs.snapshot import SnapshotStore
 from kubelab.core.jobs.types import JobSpec
+from kubelab.core.notebook_env import NotebookEnv
 
 WATCH_SECONDS = float(os.environ.get("KUBELAB_BENCH_WATCH_SECONDS", "60"))
 IMAGE = "ghcr.io/kubelab/notebook:0.1.0"
@@ -70,8 +71,12 @@ class SubmitContext:
         work.mkdir()
         (work / "train.py").write_text("print('hi')\n")
         self.work = work
+        # as a notebook pod's kernel: a home volume claim, with the jobs folder on its mount
+        # (the backend refuses a submit whose job pods could not see the workspace snapshot)
         ctx = JobContext(user="bench", image=IMAGE, namespace="bench",
-                         jobs_root=self.tmp / "jobs")
+                         jobs_root=self.tmp / "jobs", home_claim="bench-home",
+                         notebook=NotebookEnv(backend="kubernetes", user="bench",
+                                              home_claim="bench-home", home_mount=str(self.tmp)))
         self.backend = KubernetesBackend(ctx, kubeconfig=self.cluster.kubeconfig_path)
         self.backend.submit(JobSpec(script="train.py", workdir=str(work)))  # connect, list, watch
         self.template = self.cluster.get_object("jobs", "bench", self.backend.list()[0].name,

@@ -18,6 +18,7 @@ from kubelab.core.jobs.backend import Backend
 from kubelab.core.jobs.errors import InvalidJobSpec, JobError
 from kubelab.core.jobs.snapshot import GcReport
 from kubelab.core.jobs.types import JobInfo, JobPhase
+from kubelab.core.text import shorten
 
 __all__ = ["JobsController", "parse_env", "Row", "format_duration", "failure_text"]
 
@@ -28,7 +29,7 @@ def parse_env(pairs: Sequence[str] | None) -> dict[str, str]:
     for item in pairs or ():
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise InvalidJobSpec(f"--env takes KEY=VALUE, got {item!r}")
+            raise InvalidJobSpec(f"--env takes KEY=VALUE, got {shorten(item)}")
         env[key] = value
     return env
 

@@ -22,10 +22,11 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from kubelab.core.jobs.api import Job
 from kubelab.core.jobs.errors import JobError
+from kubelab.core.text import shorten
 from kubelab.labextension import display as _display
 from kubelab.labextension.controller import JobsController, Row, failure_text
 
-__all__ = ["KubelabMagics", "KubelabCellError", "load_ipython_extension",
+__all__ = ["KubelabMagics", "KubelabCellError", "HelpRequested", "load_ipython_extension",
            "unload_ipython_extension", "parse_train", "parse_jobs"]
 
 #: lines printed by ``%jobs logs`` without --tail before it cuts (the whole log is on disk)
@@ -44,10 +45,23 @@ class KubelabCellError(Exception):
         return [f"{red}kubelab: {lines[0]}{reset}", *lines[1:]]
 
 
+class HelpRequested(UsageError):
+    """``-h``/``--help`` among a magic's options: the magic prints its help (the docstring, as
+    ``%train?`` shows it) instead of running. A UsageError, so that a caller of the parsers that
+    does not handle it still gets the parsers' one kind of refusal."""
+
+    def __init__(self, magic: Any) -> None:
+        super().__init__(f"see {magic.__name__}? for the options")
+        self.text = magic.__doc__ or ""
+
+
 def _parse(magic: Any, line: str) -> argparse.Namespace:
     """parse_argstring, with every failure turned into a short UsageError."""
     try:
-        return parse_argstring(magic, line)
+        args = parse_argstring(magic, line)
+        if getattr(args, "help", False):
+            raise HelpRequested(magic)
+        return args
     except UsageError:
         raise
     except SystemExit:  # argparse's own exit (help, version): never let it end the kernel
@@ -91,7 +105,7 @@ def parse_train(line: str, cell: str | None = None) -> dict[str, Any]:
 def parse_jobs(line: str) -> argparse.Namespace:
     args = _parse(KubelabMagics.jobs, line)
     if args.action not in JOBS_ACTIONS:
-        raise UsageError(f"unknown %jobs action {args.action!r}; use one of "
+        raise UsageError(f"unknown %jobs action {shorten(args.action)}; use one of "
                          f"{', '.join(JOBS_ACTIONS)} (see %jobs?)")
     if args.action not in NAMELESS and not args.name:
         raise UsageError(f"%jobs {args.action} needs a job name (see %jobs for yours)")
@@ -150,6 +164,7 @@ class KubelabMagics(Magics):
     # -- %train / %%train -----------------------------------------------------------------------
 
     @magic_arguments()
+    @argument("-h", "--help", action="store_true", help="show this help (like %%train?)")
     @argument("--name", "-n", help="the job's name (lowercase, digits, '-'); default: the script "
               "or 'cell' plus a random suffix")
     @argument("--gpus", "-g", type=int, default=0, help="GPUs per node (default 0); more than "
@@ -194,7 +209,11 @@ class KubelabMagics(Magics):
             %train --no-follow --env WANDB_MODE=offline train.py
             %%train --name resnet-lr3 --replace     # edit the cell, run it again
         """
-        options = parse_train(line, cell)
+        try:
+            options = parse_train(line, cell)
+        except HelpRequested as help:
+            print(help.text)
+            return None
         follow = options.pop("follow")
         job: Job = _run(self.controller.submit, **options)
         if not follow:
@@ -226,6 +245,7 @@ class KubelabMagics(Magics):
     # -- %jobs ----------------------------------------------------------------------------------
 
     @magic_arguments()
+    @argument("-h", "--help", action="store_true", help="show this help (like %%jobs?)")
     @argument("action", nargs="?", default="list", help="list (default), logs, cancel, wait, "
               "delete, metrics or gc")
     @argument("name", nargs="?", help="the job's name")
@@ -246,7 +266,11 @@ class KubelabMagics(Magics):
         %jobs gc                  free the workspace snapshots of jobs that are gone (the
                                   snapshot store only grows until then); prints what it freed
         """
-        args = parse_jobs(line)
+        try:
+            args = parse_jobs(line)
+        except HelpRequested as help:
+            print(help.text)
+            return None
         c = self.controller
         if args.action == "list":
             from IPython.display import display

@@ -4,10 +4,12 @@ are in :mod:`kubelab.tests.jobs_fixtures`, a pytest plugin (tests/conftest.py)."
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import signal
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from kubelab.core.config import KubelabConfig, example_config_path, load_config
 from kubelab.core.jobs.context import JobContext
@@ -58,3 +60,34 @@ def kill_all(backend: LocalBackend) -> None:
         if pid and not info.status.done:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def trainjob_pod(trainjob: dict[str, Any], runtime_pod: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The pod spec Kubeflow Trainer (v2, ``trainer.kubeflow.org/v1alpha1``) makes for a node of
+    *trainjob*: the runtime's pod template (default: the stock ``torch-distributed`` runtime's,
+    one container ``node`` and nothing else), the trainer's image, command, env and resources on
+    container ``node``, then each ``podSpecOverrides`` entry that targets ``node``, in order —
+    every field kubelab writes there applied as is. What Pod Security checks is this pod."""
+    spec = trainjob["spec"]
+    pod = copy.deepcopy(runtime_pod or {"containers": [{"name": "node"}]})
+    node = next(c for c in pod["containers"] if c["name"] == "node")
+    trainer = spec.get("trainer") or {}
+    node.update({k: v for k, v in (("image", trainer.get("image")),
+                                   ("command", trainer.get("command")),
+                                   ("resources", trainer.get("resourcesPerNode"))) if v})
+    node["env"] = [*node.get("env", []), *trainer.get("env", [])]
+    for override in spec.get("podSpecOverrides") or []:
+        if {"name": "node"} not in override.get("targetJobs", []):
+            continue
+        for key, value in override.items():
+            if key == "targetJobs":
+                continue
+            if key == "containers":
+                for patch in value:
+                    target = next(c for c in pod["containers"] if c["name"] == patch["name"])
+                    target.update({k: v for k, v in patch.items() if k != "name"})
+            elif key == "volumes":
+                pod["volumes"] = [*pod.get("volumes", []), *value]
+            else:
+                pod[key] = value
+    return pod

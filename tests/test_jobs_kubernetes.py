@@ -12,11 +12,11 @@ import pytest
 
 from kubelab.core import objects, podsecurity
 from kubelab.core.jobs.context import JobContext
-from kubelab.core.jobs.errors import BackendError, JobExists, JobFailed, JobNotFound
+from kubelab.core.jobs.errors import BackendError, JobExists, JobFailed, JobNotFound, QuotaExceeded
 from kubelab.core.jobs.kubernetes import KubernetesBackend
 from kubelab.core.jobs.types import JobPhase, JobSpec
 from kubelab.core.notebook_env import NotebookDataset, NotebookEnv, with_notebook_mounts
-from kubelab.tests.jobs_support import example_config
+from kubelab.tests.jobs_support import example_config, trainjob_pod
 
 IMAGE = "ghcr.io/kubelab/notebook-cuda:0.1.0"
 A100 = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
@@ -44,7 +44,8 @@ def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def make(cluster, namespace: str, root: Path, *, jobs_root: Path | None = None,
-         notebook: NotebookEnv | None = None, **kw) -> KubernetesBackend:
+         notebook: NotebookEnv | None = None, home_claim: str | None = "claim-alice",
+         **kw) -> KubernetesBackend:
     import kubernetes
 
     with cluster.sync_api_client() as api:  # the spawner makes it with the namespace
@@ -61,7 +62,7 @@ def make(cluster, namespace: str, root: Path, *, jobs_root: Path | None = None,
         config = with_notebook_mounts(config, notebook)
     ctx = JobContext(user="alice@example.org", groups=("ml",), config=config, image=IMAGE,
                      namespace=namespace, jobs_root=jobs_root or root / "kubelab-jobs", gpu_type="a100",
-                     home_claim="claim-alice", service_account="kubelab-user",
+                     home_claim=home_claim, service_account="kubelab-user",
                      notebook=notebook)
     return KubernetesBackend(ctx, kubeconfig=cluster.kubeconfig_path, **kw)
 
@@ -95,9 +96,13 @@ def test_a_single_node_job(k8s: KubernetesBackend, kube_cluster, kube_namespace:
     assert meta["labels"][objects.KIND_LABEL] == "job"
     assert meta["labels"]["kubelab.dev/job"] == "one"
     assert meta["labels"][objects.USER_LABEL] == objects.safe_label_value("alice@example.org")
+    # the team, as on the notebook's pod: the hub's team usage counts the job's pods
+    assert meta["labels"][objects.TEAM_LABEL] == "ml"
+    assert spec["template"]["metadata"]["labels"][objects.TEAM_LABEL] == "ml"
     assert spec["ttlSecondsAfterFinished"] == 604800 and spec["backoffLimit"] == 0
     pod = spec["template"]["spec"]
     assert podsecurity.violations({"spec": pod}) == []
+    assert pod["automountServiceAccountToken"] is False
     container = pod["containers"][0]
     assert container["command"][:2] == ["sh", "-c"]  # the runner keeping a copy of the log
     assert container["command"][4:] == ["python", "-u", "train.py", "--lr", "0.1"]
@@ -227,6 +232,7 @@ def test_multi_node_indexed_job_and_headless_service(kube_cluster, kube_namespac
         assert env["NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == (
             "metadata.annotations['batch.kubernetes.io/job-completion-index']")
         assert podsecurity.violations({"spec": pod}) == []
+        assert pod["automountServiceAccountToken"] is False
         service = kube_cluster.get_object("services", kube_namespace, "dist")
         assert service["spec"]["clusterIP"] == "None"
         assert service["spec"]["publishNotReadyAddresses"] is True
@@ -406,6 +412,14 @@ def test_trainjob_when_its_crd_is_served(kube_cluster, kube_namespace: str, tmp_
         assert spec["trainer"]["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "2"
         assert spec["trainer"]["command"][-3:] == ["train.py", "--lr", "1"]
         assert obj["metadata"]["labels"]["kubelab.dev/job"] == "tj"
+        assert spec["labels"][objects.TEAM_LABEL] == "ml"  # on the JobSet's Jobs and pods
+        # the pod Trainer makes from the stock runtime and these overrides meets "restricted";
+        # the runtime's pod alone (no overrides) does not: the overrides are what makes it so
+        pod = trainjob_pod(obj)
+        assert podsecurity.violations({"spec": pod}) == []
+        assert pod["automountServiceAccountToken"] is False
+        assert podsecurity.violations({"spec": trainjob_pod(
+            {**obj, "spec": {**spec, "podSpecOverrides": []}})}) != []
         assert kube_cluster.list_objects("jobs", kube_namespace, group="batch") == []
         assert backend.get("tj").status.phase is JobPhase.PENDING
         import kubernetes
@@ -435,7 +449,10 @@ def test_pytorchjob_when_only_kubeflow_training_operator_is_served(
         assert container["name"] == "pytorch"
         assert container["command"][4:] == ["torchrun", "--nproc-per-node=2", "train.py"]
         assert obj["spec"]["runPolicy"]["ttlSecondsAfterFinished"] == 604800
-        assert podsecurity.violations({"spec": replicas["Master"]["template"]["spec"]}) == []
+        for replica in ("Master", "Worker"):
+            pod = replicas[replica]["template"]["spec"]
+            assert podsecurity.violations({"spec": pod}) == []
+            assert pod["automountServiceAccountToken"] is False
         assert backend.cancel("ptj").status.phase is JobPhase.CANCELLED
         obj = kube_cluster.get_object("pytorchjobs", kube_namespace, "ptj", group="kubeflow.org")
         assert obj["spec"]["runPolicy"]["suspend"] is True
@@ -654,3 +671,127 @@ def test_after_gc_a_pending_job_still_unpacks(k8s: KubernetesBackend, kube_clust
     done = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (tmp_path / "pod-workspace").iterdir()) == ["model.py", "train.py"]
+
+
+def _quota(kube_sync_api, namespace: str, hard: dict[str, str], name: str = "kubelab-quota") -> None:
+    import kubernetes
+
+    kubernetes.client.CoreV1Api(kube_sync_api).create_namespaced_resource_quota(
+        namespace, {"metadata": {"name": name}, "spec": {"hard": hard}})
+
+
+def _quota_seen(backend: KubernetesBackend, key: str, used: str) -> None:
+    """Wait until the backend's watch cache has the quota controller's count of *key*."""
+    backend._ensure()
+    wait_for(lambda: any((q.get("status") or {}).get("used", {}).get(key) == used
+                         for q in backend._quotas.values()), what=f"{key} used {used} in the cache")
+
+
+def test_a_job_over_the_namespaces_quota_is_refused_naming_what_holds_it(
+        kube_cluster, kube_namespace: str, tmp_path: Path, work: Path, kube_sync_api) -> None:
+    kube_cluster.require_emulator()
+    kube_cluster.add_node("gpu-1", cpu="64", memory="256Gi", gpus=8)
+    import kubernetes
+
+    _quota(kube_sync_api, kube_namespace, {"requests.nvidia.com/gpu": "2", "requests.cpu": "8"})
+    # the user's notebook, holding both GPUs of the quota
+    kubernetes.client.CoreV1Api(kube_sync_api).create_namespaced_pod(kube_namespace, {
+        "metadata": {"name": "jupyter-alice", "labels": objects.labels(user="alice", kind="notebook")},
+        "spec": {"containers": [{"name": "notebook", "image": IMAGE, "resources": {
+            "requests": {"cpu": "2"}, "limits": {"cpu": "2", "nvidia.com/gpu": "2"}}}]}})
+    backend = make(kube_cluster, kube_namespace, tmp_path,
+                   notebook=NotebookEnv(backend="kubernetes", gpus=2))
+    try:
+        _quota_seen(backend, "requests.nvidia.com/gpu", "2")
+        with pytest.raises(QuotaExceeded) as e:
+            backend.submit(JobSpec(script="train.py", name="greedy", gpus=1))
+        assert str(e.value).startswith(
+            "this job asks for 1 GPU but your namespace's quota (kubelab-quota) has 0 of 2 left "
+            "(2 in use: your notebook holds 2)")
+        with pytest.raises(QuotaExceeded, match=r"asks for 8 CPUs but your namespace's quota "
+                                                r"\(kubelab-quota\) has 6 of 8 left \(2 in use: "
+                                                r"other pods in namespace .* hold 2\)"):
+            backend.submit(JobSpec(script="train.py", name="wide", cpus="4", nodes=2))
+        # refused before anything was made
+        assert kube_cluster.list_objects("jobs", kube_namespace, group="batch") == []
+        assert not (tmp_path / "kubelab-jobs" / "greedy").exists()
+        # what fits goes through, and then counts as the user's jobs'
+        backend.submit(JobSpec(script="train.py", name="small", cpus="3"))
+        running_pods(kube_cluster, kube_namespace, "small")
+        _quota_seen(backend, "requests.cpu", "5")
+        with pytest.raises(QuotaExceeded, match=r"has 3 of 8 left \(5 in use: your jobs hold 3 "
+                                                r"\(small\); other pods .* hold 2\)"):
+            backend.submit(JobSpec(script="train.py", name="more", cpus="4"))
+        # --replace frees what the old job holds
+        assert backend.submit(JobSpec(script="train.py", name="small", cpus="6",
+                                      replace=True)).name == "small"
+    finally:
+        backend.close()
+
+
+def test_a_job_whose_pods_cannot_be_created_says_why(k8s: KubernetesBackend, kube_cluster,
+                                                     kube_namespace: str, kube_sync_api) -> None:
+    """Past the submit's own check (here: a quota on the number of pods, which it does not
+    check), the Job controller's FailedCreate is the job's status, not a silent wait."""
+    _quota(kube_sync_api, kube_namespace, {"pods": "0"})
+    k8s.submit(JobSpec(script="train.py", name="stuck"))
+    status = wait_for(lambda: (lambda s: s if "cannot be created" in s.message else None)(
+        k8s.get("stuck").status), what="the FailedCreate reason in the status")
+    assert status.phase is JobPhase.PENDING
+    assert status.message.startswith("its pods cannot be created: pods ")
+    assert "exceeded quota: kubelab-quota" in status.message and "limited: pods=0" in status.message
+    # a job without such trouble still waits in the scheduler's words
+    import kubernetes
+
+    kubernetes.client.CoreV1Api(kube_sync_api).delete_namespaced_resource_quota(
+        "kubelab-quota", kube_namespace, _preload_content=False)
+    k8s.submit(JobSpec(script="train.py", name="fine"))
+    running_pods(kube_cluster, kube_namespace, "fine")
+    assert "cannot be created" not in k8s.get("fine").status.message
+
+
+def test_no_home_claim_is_refused_before_anything_is_made(kube_cluster, kube_namespace: str,
+                                                          tmp_path: Path, work: Path) -> None:
+    backend = make(kube_cluster, kube_namespace, tmp_path, home_claim=None)
+    try:
+        with pytest.raises(BackendError, match=r"no home volume claim is known "
+                                               r"\(KUBELAB_HOME_CLAIM is not set\)"):
+            backend.submit(JobSpec(script="train.py", name="blind"))
+        assert kube_cluster.list_objects("jobs", kube_namespace, group="batch") == []
+        assert not (tmp_path / "kubelab-jobs").exists()
+    finally:
+        backend.close()
+
+
+def test_kubelab_kubeconfig_chooses_kubernetes(kube_cluster, kube_namespace: str, tmp_path: Path,
+                                               work: Path) -> None:
+    from kubelab.core.jobs.api import _choose_kind, make_backend
+    from kubelab.core.jobs.local import LocalBackend
+
+    home = tmp_path / "home"
+    base = {"KUBELAB_USER": "alice", "KUBELAB_IMAGE": IMAGE, "KUBELAB_HOME_CLAIM": "claim-alice",
+            "KUBELAB_HOME_MOUNT": str(home), "KUBELAB_JOBS_ROOT": str(home / "kubelab-jobs"),
+            # what `kubelab up` sets in its servers: the kubeconfig, named, wins over it
+            "KUBELAB_BACKEND": "local"}
+    # a plain $KUBECONFIG does not send a laptop's jobs to a cluster
+    assert _choose_kind({**base, "KUBECONFIG": str(kube_cluster.kubeconfig_path)}) == "local"
+    local = make_backend({**base, "KUBECONFIG": str(kube_cluster.kubeconfig_path)})
+    assert isinstance(local, LocalBackend)
+    backend = make_backend({**base, "KUBELAB_KUBECONFIG": str(kube_cluster.kubeconfig_path),
+                            "KUBELAB_NAMESPACE": kube_namespace})
+    try:
+        assert isinstance(backend, KubernetesBackend)
+        assert backend.submit(JobSpec(script="train.py", name="remote")).name == "remote"
+        assert kube_cluster.get_object("jobs", kube_namespace, "remote", group="batch")
+    finally:
+        backend.close()
+    # without KUBELAB_NAMESPACE: the kubeconfig context's namespace
+    other = make_backend({**base, "KUBELAB_KUBECONFIG": str(kube_cluster.kubeconfig_path)})
+    try:
+        other.list()
+        assert other.namespace == "default"
+    finally:
+        other.close()
+    with pytest.raises(BackendError, match="KUBELAB_KUBECONFIG names '/no/such/file', which is "
+                                           "not a file"):
+        make_backend({**base, "KUBELAB_KUBECONFIG": "/no/such/file"})

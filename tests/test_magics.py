@@ -42,6 +42,22 @@ def test_load_ext_registers_the_magics() -> None:
     assert "train" in shell.magics_manager.magics["cell"]
 
 
+@pytest.mark.parametrize("line", ["%train -h", "%train --help", "%train --gpus 2 -h",
+                                  "%%train -h\nprint(1)\n", "%jobs -h", "%jobs logs --help"])
+def test_dash_h_prints_the_help(ip, capsys, line) -> None:
+    ok, out = run(ip, capsys, line)
+    assert ok, out
+    magic = KubelabMagics.jobs if line.startswith("%jobs") else KubelabMagics.train
+    assert out.strip() == magic.__doc__.strip()
+    assert "-h, --help" in out and "unrecognized" not in out
+
+
+def test_a_scripts_own_dash_h_goes_to_the_script(ip, capsys, workdir: Path) -> None:
+    (workdir / "args.py").write_text("import sys\nprint('argv', sys.argv[1:])\n")
+    ok, out = run(ip, capsys, "%train --name h1 args.py -h")
+    assert ok and "argv ['-h']" in out
+
+
 def test_help_is_the_docstring() -> None:
     doc = KubelabMagics.train.__doc__
     assert "%%train [options]" in doc and "--gpus" in doc and "--no-follow" in doc
@@ -80,12 +96,11 @@ def test_a_failed_job_shows_exit_code_not_a_traceback(ip, capsys) -> None:
     ("%train --bogus train.py", "unrecognized arguments: --bogus"),
     ('%train "open', "cannot split the line"),
     ("%train", "which script?"),
-    ("%train -h", "unrecognized arguments: -h"),
     ("%%train --name x\n", "the cell body is empty"),
     ("%%train --name x\n   \n", "the cell is empty"),
     ("%train nope.py", "no such script: nope.py"),
     ("%train --data imagenet train.py", "unknown dataset 'imagenet'"),
-    ("%train --gpus 1 train.py", "1 GPUs asked; this server has none"),
+    ("%train --gpus 1 train.py", "1 GPU asked; this server has none"),
     ("%train --nodes 2 train.py", "--nodes must be 1"),
     ("%train --env NOEQUALS train.py", "--env takes KEY=VALUE"),
     ("%train --name Bad_Name train.py", "invalid job name 'Bad_Name'"),
@@ -96,6 +111,11 @@ def test_a_failed_job_shows_exit_code_not_a_traceback(ip, capsys) -> None:
     ("%jobs wait ghost --timeout 0", "--timeout must be more than 0"),
     ("%jobs logs ghost --tail -3", "--tail must be 0 or more"),
     ("%jobs gc ghost", "%jobs gc takes no job name"),
+    # what the user typed is echoed shortened: 57 characters and "..."
+    ("%train --name " + "a" * 200 + " train.py", "invalid job name '" + "a" * 56 + "...:"),
+    ("%train --env " + "K-" * 50 + "=1 train.py", "invalid environment variable name '" + "K-" * 28 + "..."),
+    ("%train --data " + "d" * 100 + " train.py", "unknown dataset '" + "d" * 56 + "...;"),
+    ("%jobs cancel " + "g" * 100, "no job named '" + "g" * 56 + "...\n"),
 ])
 def test_bad_input_is_one_short_message(ip, capsys, line, words) -> None:
     ok, out = run(ip, capsys, line)

@@ -328,7 +328,7 @@ async def test_the_notebooks_environment_gives_its_jobs_the_same_world(
         volume_mounts=[{"name": "home", "mountPath": str(home_mount)}],
     )
     add_claims(kube_cluster, "kubelab-ml-alice", "imagenet", "scratch")
-    await start(spawner, {"profile": "a100", "gpus": 2, "datasets": [
+    await start(spawner, {"profile": "a100", "gpus": 1, "datasets": [
         "imagenet", {"name": "scratch", "sub_path": "exp", "mount_path": "/scratch/exp"}]})
     pod = pod_of(kube_cluster, spawner)
     container = pod["spec"]["containers"][0]
@@ -338,7 +338,7 @@ async def test_the_notebooks_environment_gives_its_jobs_the_same_world(
     nb = NotebookEnv.from_env(env)
     assert (nb.backend, nb.user, nb.groups, nb.team) == ("kubernetes", "alice", ("ml",), "ml")
     assert (nb.namespace, nb.service_account) == ("kubelab-ml-alice", "kubelab-user")
-    assert (nb.profile, nb.gpu_type, nb.gpus, nb.image) == ("a100", "a100", 2, "ghcr.io/kubelab/notebook-cuda:1")
+    assert (nb.profile, nb.gpu_type, nb.gpus, nb.image) == ("a100", "a100", 1, "ghcr.io/kubelab/notebook-cuda:1")
     assert (nb.home_claim, nb.home_mount) == (spawner.pvc_name, str(home_mount))
     assert nb.config_path == "/etc/kubelab/kubelab.yaml"
     scratch = nb.dataset("scratch")
@@ -375,6 +375,11 @@ async def test_the_notebooks_environment_gives_its_jobs_the_same_world(
         # the admin's limits: alice's own GPU quota is 2, and vision's dataset is not hers
         with pytest.raises(QuotaExceeded, match="per-user GPU quota of 2"):
             await asyncio.to_thread(backend.submit, JobSpec(script="train.py", name="big", gpus=3))
+        # the namespace's ResourceQuota (alice's 2 GPUs), of which her notebook holds 1
+        with pytest.raises(QuotaExceeded, match=r"asks for 2 GPUs but your namespace's quota "
+                                                r"\(kubelab-quota\) has 1 of 2 left \(1 in use: "
+                                                r"your notebook holds 1\)"):
+            await asyncio.to_thread(backend.submit, JobSpec(script="train.py", name="two", gpus=2))
         with pytest.raises(DatasetNotAllowed, match="coco"):
             await asyncio.to_thread(backend.submit, JobSpec(script="train.py", name="cv", data=["coco"]))
         await asyncio.to_thread(backend.submit, JobSpec(

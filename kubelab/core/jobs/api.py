@@ -9,9 +9,11 @@ The magics are a thin layer over these; scripts use them directly::
     job.wait()
     job.metrics()[-1]          # {'step': 9, 'loss': 0.21, ...}
 
-Which backend runs the job: ``KUBELAB_BACKEND`` (``local`` or ``kubernetes``) when set; else
-Kubernetes when this process runs in a pod (the notebook of a kubelab hub), else local processes.
-The user's code does not change between them.
+Which backend runs the job: Kubernetes with the kubeconfig ``KUBELAB_KUBECONFIG`` names, when
+set; else ``KUBELAB_BACKEND`` (``local`` or ``kubernetes``) when set; else Kubernetes when this
+process runs in a pod (the notebook of a kubelab hub), else local processes. A ``$KUBECONFIG`` or
+``~/.kube/config`` alone does not choose Kubernetes (docs/jobs.md says why). The user's code does
+not change between them.
 """
 
 from __future__ import annotations
@@ -26,21 +28,39 @@ from typing import Any
 
 from kubelab.core.jobs.backend import Backend
 from kubelab.core.jobs.context import JobContext
-from kubelab.core.jobs.errors import InvalidJobSpec
+from kubelab.core.jobs.errors import BackendError, InvalidJobSpec
 from kubelab.core.jobs.snapshot import GcReport
 from kubelab.core.jobs.types import JobInfo, JobSpec, JobStatus
+from kubelab.core.text import shorten
 
-__all__ = ["Job", "train", "jobs", "job", "jobs_gc", "get_backend", "set_backend", "spec_for"]
+__all__ = ["Job", "train", "jobs", "job", "jobs_gc", "get_backend", "set_backend", "make_backend",
+           "spec_for"]
 
 _backend: Backend | None = None
 _backend_lock = threading.Lock()
 
 
+def _kubeconfig(environ: Mapping[str, str]) -> str | None:
+    """The file ``KUBELAB_KUBECONFIG`` names (``~`` expanded), checked; None when unset."""
+    value = environ.get("KUBELAB_KUBECONFIG", "").strip()
+    if not value:
+        return None
+    path = os.path.expanduser(value)
+    if not os.path.isfile(path):
+        raise BackendError(f"KUBELAB_KUBECONFIG names {shorten(value)}, which is not a file; "
+                           f"point it at a kubeconfig (or unset it for local jobs)")
+    return path
+
+
 def _choose_kind(environ: Mapping[str, str]) -> str:
+    if _kubeconfig(environ) is not None:
+        # Why it wins over KUBELAB_BACKEND: `kubelab up` sets KUBELAB_BACKEND=local in every
+        # server it starts; naming a kubeconfig is the more specific, deliberate choice.
+        return "kubernetes"
     kind = environ.get("KUBELAB_BACKEND", "").strip().lower()
     if kind:
         if kind not in ("local", "kubernetes"):
-            raise InvalidJobSpec(f"KUBELAB_BACKEND must be 'local' or 'kubernetes', got {kind!r}")
+            raise InvalidJobSpec(f"KUBELAB_BACKEND must be 'local' or 'kubernetes', got {shorten(kind)}")
         return kind
     in_pod = bool(environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(
         "/var/run/secrets/kubernetes.io/serviceaccount/token")
@@ -52,16 +72,20 @@ def get_backend() -> Backend:
     global _backend
     with _backend_lock:
         if _backend is None:
-            ctx = JobContext.from_environ()
-            if _choose_kind(os.environ) == "kubernetes":
-                from kubelab.core.jobs.kubernetes import KubernetesBackend
-
-                _backend = KubernetesBackend(ctx)
-            else:
-                from kubelab.core.jobs.local import LocalBackend
-
-                _backend = LocalBackend(ctx)
+            _backend = make_backend(os.environ)
         return _backend
+
+
+def make_backend(environ: Mapping[str, str]) -> Backend:
+    """A new backend for the settings in *environ* (see the module docstring for the choice)."""
+    ctx = JobContext.from_environ(environ)
+    if _choose_kind(environ) == "kubernetes":
+        from kubelab.core.jobs.kubernetes import KubernetesBackend
+
+        return KubernetesBackend(ctx, kubeconfig=_kubeconfig(environ))
+    from kubelab.core.jobs.local import LocalBackend
+
+    return LocalBackend(ctx)
 
 
 def set_backend(backend: Backend | None) -> Backend | None:

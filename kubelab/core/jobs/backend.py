@@ -29,6 +29,7 @@ from kubelab.core.jobs.types import JobInfo, JobPhase, JobSpec, JobStatus, make_
 from kubelab.core.jobs.validate import Resolved, validate
 from kubelab.core.notebook_env import NotebookDataset, NotebookEnv
 from kubelab.core.quantity import parse_quantity
+from kubelab.core.text import shorten
 
 __all__ = ["Backend", "LogStream", "Lines", "Prepared", "CELL_FILE"]
 
@@ -175,12 +176,13 @@ class Backend(abc.ABC):
         existing = spec.name is not None and self.exists(name)
         if existing and not spec.replace:
             raise JobExists(
-                f"a job named {name!r} exists already; pick another --name, re-run it with "
+                f"a job named {shorten(name)} exists already; pick another --name, re-run it with "
                 f"--replace (replace=True), or remove it first with `%jobs delete {name}`"
             )
         # Listing every job costs; the GPUs held by the others only matter to a job that asks for GPUs
         in_use = self.gpus_in_use() if spec.total_gpus else 0
         resolved = validate(spec, self.ctx, gpus_in_use=in_use)
+        self.check_quota(spec, resolved)
         timings["validate"] = time.perf_counter() - t0
         workdir = Path(spec.workdir).expanduser()
         entry, extra = _entry(spec, workdir)
@@ -224,6 +226,11 @@ class Backend(abc.ABC):
     def check_spec(self, spec: JobSpec) -> None:
         """Refuse what this backend cannot run, before anything is created (a hook: by default
         every spec that passed validation is fine)."""
+        return None
+
+    def check_quota(self, spec: JobSpec, resolved: Resolved) -> None:
+        """Refuse what the place jobs run has no room for (a namespace's ResourceQuota), after
+        the admin config's checks and before the snapshot (a hook: by default, no check)."""
         return None
 
     def exists(self, name: str) -> bool:

@@ -48,6 +48,18 @@ class JobContext:
     gpu_type: str | None = None
     #: everything the spawner said (None: built by hand, not from an environment)
     notebook: NotebookEnv | None = None
+    #: the user's team (whose quota the job counts against); None: the config's pick for
+    #: *groups* (:attr:`team_name`)
+    team: str | None = None
+
+    @property
+    def team_name(self) -> str | None:
+        """The team jobs are labelled with: the spawner's word (``KUBELAB_TEAM``), else the
+        first team of the config whose group the user is in, as the spawner picks it."""
+        if self.team:
+            return self.team
+        found = self.config.team_for(self.groups) if self.config is not None else None
+        return found[0] if found else None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> JobContext:
@@ -93,6 +105,7 @@ class JobContext:
             home_claim=nb.home_claim,
             gpu_type=nb.gpu_type,
             notebook=nb,
+            team=nb.team,
         )
 
 

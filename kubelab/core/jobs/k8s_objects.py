@@ -119,7 +119,7 @@ def build(*, name: str, namespace: str, user: str, image: str, entry: str, args:
           ttl_seconds_after_finished: int | None, active_deadline_seconds: int | None,
           service_account: str | None, submission: str, summary: Mapping[str, Any],
           kind: str = "Job", snapshot_store: str | None = None, snapshot_id: str | None = None,
-          log_dir: str | None = None) -> JobObjects:
+          log_dir: str | None = None, team: str | None = None) -> JobObjects:
     """The objects of one job; *summary* is stored in an annotation so that a restarted kernel
     shows what was asked without any state of its own.
 
@@ -130,8 +130,9 @@ def build(*, name: str, namespace: str, user: str, image: str, entry: str, args:
 
     *datasets* may come from the admin's full config: ``{username}`` in a sub path or a claim
     name is expanded for *user* (:func:`kubelab.core.objects.dataset_for_user`), as in the
-    notebook's pod."""
-    lbls = objects.labels(user=user, kind="job", extra={JOB_LABEL: name})
+    notebook's pod. *team* labels the objects and their pods as the notebook's are
+    (``kubelab.dev/team``), so the hub's team usage counts the job's GPUs."""
+    lbls = objects.labels(user=user, team=team, kind="job", extra={JOB_LABEL: name})
     annotations = {
         SPEC_ANNOTATION: json.dumps(dict(summary), sort_keys=True, separators=(",", ":")),
         SUBMISSION_ANNOTATION: submission,
@@ -310,10 +311,16 @@ def _train_job(name: str, namespace: str, lbls: Mapping[str, str], annotations: 
     }
     if resources:
         trainer["resourcesPerNode"] = dict(resources)
+    # Why the security context and the token here although Trainer v2.0's podSpecOverrides
+    # schema has no such fields (an API server prunes them): the runtime's pod template must
+    # carry them there (docs/jobs.md), and an operator whose overrides take them gets them
+    # from the job itself. The same as a plain Job's pod, field for field.
     pod_override: dict[str, Any] = {
         "targetJobs": [{"name": "node"}], "volumes": volumes,
-        "containers": [{"name": "node", "volumeMounts": mounts}],
+        "containers": [{"name": "node", "volumeMounts": mounts,
+                        "securityContext": dict(container_sc)}],
         "securityContext": dict(pod_sc),
+        "automountServiceAccountToken": False,
     }
     if service_account:
         pod_override["serviceAccountName"] = service_account

@@ -10,6 +10,12 @@ answered from it. After the initial list, the cost is a watch re-connection ever
 ``watch_timeout`` seconds per resource, whatever the number of jobs: no polling per job. A watch
 that drops is resumed from its last resourceVersion (a 410 Gone relists), with backoff.
 
+**The namespace's quota, and pods that cannot be made.** Two more watches, on the namespace's
+ResourceQuotas and on its ``FailedCreate`` events: a submit is checked against the quota's
+``status.hard``/``status.used`` from the cache (no request), and a Job whose pods the controller
+cannot create (``exceeded quota``...) says so in its status instead of waiting silently. Both are
+optional: without read access to them (an older Role), the checks are skipped.
+
 **No duplicate jobs.** The Kubernetes object's name is the job's name, and each submission carries
 a random id in an annotation. A create that failed with a 5xx, a 429 or a broken connection is
 retried; a retry that meets ``409 AlreadyExists`` reads the object back, and it is ours if the
@@ -30,6 +36,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,8 +45,11 @@ from kubelab.core.config import PodSecurity
 from kubelab.core.jobs import k8s_objects as ko
 from kubelab.core.jobs.backend import Backend, Lines, LogStream, Prepared, env_for
 from kubelab.core.jobs.context import JobContext
-from kubelab.core.jobs.errors import BackendError, JobExists, JobNotFound
-from kubelab.core.jobs.types import JobInfo, JobPhase, JobSpec, JobStatus
+from kubelab.core.jobs.errors import BackendError, JobExists, JobNotFound, QuotaExceeded
+from kubelab.core.jobs.types import JobInfo, JobPhase, JobSpec, JobStatus, gpus_text
+from kubelab.core.jobs.validate import Resolved
+from kubelab.core.quantity import QuantityError, format_bytes, format_cpu, parse_quantity
+from kubelab.core.text import shorten
 
 __all__ = ["KubernetesBackend", "KINDS"]
 
@@ -61,6 +71,8 @@ KINDS = {
     "TrainJob": Kind("TrainJob", "trainer.kubeflow.org", "v1alpha1", "trainjobs"),
     "PyTorchJob": Kind("PyTorchJob", "kubeflow.org", "v1", "pytorchjobs"),
 }
+#: the events the backend watches: a controller that cannot create a job's pods
+FAILED_CREATE = "reason=FailedCreate"
 #: HTTP statuses worth another try (the request may or may not have been carried out)
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 
@@ -104,8 +116,11 @@ class KubernetesBackend(Backend):
                          f"{objects.USER_LABEL}={objects.safe_label_value(ctx.user)}")
         self._jobs: dict[str, dict[str, Any]] = {}
         self._pods: dict[str, dict[str, Any]] = {}
+        #: the namespace's ResourceQuotas, and its FailedCreate events (by object name)
+        self._quotas: dict[str, dict[str, Any]] = {}
+        self._events: dict[str, dict[str, Any]] = {}
         self._cond = threading.Condition()
-        self._synced = {"jobs": threading.Event(), "pods": threading.Event()}
+        self._synced = {what: threading.Event() for what in ("jobs", "pods", "quotas", "events")}
         self._start_lock = threading.Lock()
         self._started = False
         self._closing = False
@@ -230,12 +245,26 @@ class KubernetesBackend(Backend):
             return self.core.list_namespaced_pod(self.namespace, label_selector=self.selector,
                                                  _preload_content=False, **kw)
 
+        def quotas(**kw: Any) -> Awaitable[Any]:
+            return self.core.list_namespaced_resource_quota(self.namespace,
+                                                            _preload_content=False, **kw)
+
+        def events(**kw: Any) -> Awaitable[Any]:
+            # Why a field selector: the namespace may be a team's, busy with other events; the
+            # ones that matter here are the Job controller's "cannot create your pod".
+            return self.core.list_namespaced_event(self.namespace, field_selector=FAILED_CREATE,
+                                                   _preload_content=False, **kw)
+
         return [asyncio.ensure_future(self._reflect("jobs", jobs, self._jobs)),
-                asyncio.ensure_future(self._reflect("pods", pods, self._pods))]
+                asyncio.ensure_future(self._reflect("pods", pods, self._pods)),
+                asyncio.ensure_future(self._reflect("quotas", quotas, self._quotas, optional=True)),
+                asyncio.ensure_future(self._reflect("events", events, self._events, optional=True))]
 
     async def _reflect(self, what: str, lister: Callable[..., Awaitable[Any]],
-                       cache: dict[str, dict[str, Any]]) -> None:
-        """List, then watch from the list's resourceVersion; resume, relist on 410, back off."""
+                       cache: dict[str, dict[str, Any]], *, optional: bool = False) -> None:
+        """List, then watch from the list's resourceVersion; resume, relist on 410, back off.
+        An *optional* cache whose first list is refused (403: a Role without that read, 404)
+        stays empty and is not watched: what reads it skips its check."""
         version: str | None = None
         backoff = 0.05
         while not self._closing:
@@ -299,6 +328,10 @@ class KubernetesBackend(Backend):
                 if isinstance(e, _HttpError) and e.status == 410:
                     version = None
                     continue
+                if (optional and isinstance(e, _HttpError) and e.status in (401, 403, 404)
+                        and not self._synced[what].is_set()):
+                    self._synced[what].set()
+                    return
                 if connected:  # the stream broke after it worked: resume at once
                     backoff = 0.05
                     continue
@@ -327,15 +360,27 @@ class KubernetesBackend(Backend):
 
     @property
     def home_mount(self) -> str:
-        """Where the home volume is in the notebook, and so in job pods."""
+        """Where the home volume is in the notebook, and so in job pods (``KUBELAB_HOME_MOUNT``,
+        else the config's ``home.mount_path``)."""
+        nb = self.ctx.notebook
+        if nb is not None and nb.home_mount:
+            return nb.home_mount
         return self.ctx.config.home.mount_path if self.ctx.config else "/home/jovyan"
 
     def check_spec(self, spec: JobSpec) -> None:
         # Job pods mount the home volume where the notebook has it, and read the workspace
-        # snapshot and write outputs, metrics and logs in the jobs folder: a jobs folder off
-        # that volume is one they cannot see. Refused before anything is written or created.
+        # snapshot and write outputs, metrics and logs in the jobs folder: without that volume,
+        # or with a jobs folder off it, they cannot see them. Refused before anything is written
+        # or created.
         ctx, home = self.ctx, self.home_mount
-        if ctx.home_claim and not _under(ctx.jobs_root, home):
+        if not ctx.home_claim:
+            raise BackendError(
+                "no home volume claim is known (KUBELAB_HOME_CLAIM is not set), so job pods "
+                "could not mount the volume your jobs folder is on: they would not see the "
+                "workspace snapshot, nor write outputs and logs you can read. Submit from a "
+                "notebook kubelab's spawner started with a home volume, or set "
+                "KUBELAB_HOME_CLAIM (and KUBELAB_HOME_MOUNT) to the claim your jobs folder is on")
+        if not _under(ctx.jobs_root, home):
             raise BackendError(
                 f"the jobs folder {ctx.jobs_root} is not on your home volume (mounted at {home}), "
                 f"so job pods, which mount that volume, would not see its workspace snapshot or "
@@ -370,6 +415,7 @@ class KubernetesBackend(Backend):
             service_account=ctx.service_account, submission=uuid.uuid4().hex, summary=summary,
             kind=self.job_kind or "Job", snapshot_store=str(self.store.root),
             snapshot_id=prepared.snapshot.id, log_dir=str(prepared.job_dir / LOG_DIR),
+            team=ctx.team_name,
         )
         created = self._run(self._create(built))
         with self._cond:
@@ -424,7 +470,7 @@ class KubernetesBackend(Backend):
             with self._cond:
                 names = sorted(self._jobs)[:5]
             hint = f" (your jobs: {', '.join(names)})" if names else " (you have no jobs)"
-            raise JobNotFound(f"no job named {name!r} in namespace {self.namespace}{hint}")
+            raise JobNotFound(f"no job named {shorten(name)} in namespace {self.namespace}{hint}")
         return obj
 
     def _job_pods(self, name: str) -> list[dict[str, Any]]:
@@ -462,7 +508,113 @@ class KubernetesBackend(Backend):
         if running:
             message = "" if len(running) >= want else f"{len(running)} of {want} pods running"
             return JobStatus(JobPhase.RUNNING, None, message, created, started, None)
-        return JobStatus(JobPhase.PENDING, None, _pending_reason(pods), created, started, None)
+        cannot = None if pods else self._failed_create(obj)
+        message = f"its pods cannot be created: {cannot}" if cannot else _pending_reason(pods)
+        return JobStatus(JobPhase.PENDING, None, message, created, started, None)
+
+    def _failed_create(self, obj: dict[str, Any]) -> str | None:
+        """The controller's last word on why it cannot create the job's pods (``exceeded
+        quota: ...``), from the FailedCreate events about this job's object (for a TrainJob:
+        its JobSet's Jobs, ``<name>-node-<i>``) since it was made; None if there is none."""
+        meta = obj["metadata"]
+        name, uid, since = meta["name"], meta.get("uid"), meta.get("creationTimestamp") or ""
+        with self._cond:
+            events = list(self._events.values())
+        best: tuple[str, str] | None = None
+        for event in events:
+            involved = event.get("involvedObject") or {}
+            other = involved.get("name") or ""
+            if other == name:
+                if uid and involved.get("uid") and involved["uid"] != uid:
+                    continue  # about an older job of that name
+            elif not (other.startswith(f"{name}-node-") and other[len(name) + 6:].isdigit()):
+                continue
+            when = event.get("lastTimestamp") or event.get("eventTime") or ""
+            if when < since:
+                continue
+            if best is None or when >= best[0]:
+                best = (when, str(event.get("message") or "").removeprefix("Error creating: "))
+        return best[1] if best else None
+
+    # -- the namespace's quota -------------------------------------------------------------------
+
+    def check_quota(self, spec: JobSpec, resolved: Resolved) -> None:
+        """Refuse a job its namespace's ResourceQuota has no room for, from the watch cache
+        (``status.hard`` less ``status.used``; GPUs, and CPU and memory when the job asks for
+        them), naming what holds the rest. The API server would only refuse its pods, one by
+        one, long after the submit returned."""
+        self._ensure()
+        with self._cond:
+            quotas = sorted(self._quotas.values(), key=lambda q: q["metadata"]["name"])
+        if not quotas:
+            return
+        gpu_resource = resolved.gpu_type.resource if resolved.gpu_type else "nvidia.com/gpu"
+        asks: list[tuple[tuple[str, ...], Any, str]] = []
+        if spec.total_gpus:
+            asks.append(((f"requests.{gpu_resource}",), spec.total_gpus, "gpu"))
+        for value, keys, what in ((spec.cpus, ("requests.cpu", "cpu", "limits.cpu"), "cpu"),
+                                  (spec.memory, ("requests.memory", "memory", "limits.memory"),
+                                   "memory")):
+            if value:
+                asks.append((keys, parse_quantity(value) * spec.nodes, what))
+        freed: dict[str, Decimal] = {}
+        if spec.replace and spec.name:  # --replace: the old job's pods go first
+            for pod in self._job_pods(spec.name):
+                for _, _, what in asks:
+                    held = _pod_request(pod, gpu_resource if what == "gpu" else what)
+                    freed[what] = freed.get(what, Decimal(0)) + held
+        for quota in quotas:
+            status = quota.get("status") or {}
+            hard = status.get("hard") or (quota.get("spec") or {}).get("hard") or {}
+            used = status.get("used") or {}
+            for keys, amount, what in asks:
+                for key in keys:
+                    if key not in hard:
+                        continue
+                    try:
+                        limit = parse_quantity(hard[key])
+                        in_use = parse_quantity(used.get(key) or "0")
+                    except QuantityError:
+                        continue
+                    left = max(limit - in_use + freed.get(what, 0), 0)
+                    if amount > left:
+                        raise QuotaExceeded(self._over_quota(
+                            quota["metadata"]["name"], what, amount, left, limit, in_use,
+                            gpu_resource))
+
+    def _over_quota(self, quota: str, what: str, amount: Any, left: Any, limit: Any,
+                    in_use: Any, gpu_resource: str) -> str:
+        show = {"gpu": lambda v: gpus_text(int(v)),
+                "cpu": lambda v: f"{format_cpu(v)} CPU" + ("" if v == 1 else "s"),
+                "memory": lambda v: format_bytes(v) + " of memory"}[what]
+        bare = {"gpu": lambda v: str(int(v)), "cpu": format_cpu, "memory": format_bytes}[what]
+        held: list[str] = []
+        mine = Decimal(0)
+        jobs = []
+        with self._cond:
+            pods = list(self._pods.values())
+        for pod in pods:
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                continue
+            amount_held = _pod_request(pod, gpu_resource if what == "gpu" else what)
+            if amount_held:
+                mine += amount_held
+                jobs.append((pod["metadata"].get("labels") or {}).get(ko.JOB_LABEL, "?"))
+        notebook = Decimal(0)
+        nb = self.ctx.notebook
+        if what == "gpu" and nb is not None and nb.gpus:
+            notebook = Decimal(nb.gpus)
+            held.append(f"your notebook holds {bare(notebook)}")
+        if mine:
+            names = ", ".join(sorted(set(jobs))[:3]) + (", ..." if len(set(jobs)) > 3 else "")
+            held.append(f"your jobs hold {bare(mine)} ({names})")
+        others = in_use - notebook - mine
+        if others > 0:
+            held.append(f"other pods in namespace {self.namespace} hold {bare(others)}")
+        detail = f"{bare(in_use)} in use" + (": " + "; ".join(held) if held else "")
+        return (f"this job asks for {show(amount)} but your namespace's quota ({quota}) has "
+                f"{bare(left)} of {bare(limit)} left ({detail}); wait for a job to finish, "
+                f"cancel one (%jobs cancel NAME) or ask for less")
 
     def _info(self, obj: dict[str, Any]) -> JobInfo:
         summary = _summary(obj)
@@ -534,7 +686,7 @@ class KubernetesBackend(Backend):
                 _content_type="application/merge-patch+json"))
         except ApiException as e:
             if e.status == 404:
-                raise JobNotFound(f"no job named {name!r}") from None
+                raise JobNotFound(f"no job named {shorten(name)}") from None
             raise BackendError(_api_message(f"could not change job {name}", e)) from None
 
     def _remember(self, obj: dict[str, Any]) -> None:
@@ -791,6 +943,21 @@ def _pod_reason(pods: list[dict[str, Any]]) -> str | None:
             if t.get("exitCode") and t.get("reason") and t["reason"] != "Error":
                 return str(t["reason"])  # OOMKilled, ...
     return None
+
+
+def _pod_request(pod: dict[str, Any], resource: str) -> Decimal:
+    """What *pod*'s containers ask of *resource* (requests, else limits, as the API defaults
+    them), summed."""
+    total = Decimal(0)
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        res = c.get("resources") or {}
+        value = (res.get("requests") or {}).get(resource) or (res.get("limits") or {}).get(resource)
+        if value:
+            try:
+                total += parse_quantity(value)
+            except QuantityError:
+                pass
+    return total
 
 
 def _pending_reason(pods: list[dict[str, Any]]) -> str:

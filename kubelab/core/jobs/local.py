@@ -51,8 +51,16 @@ from kubelab.core.jobs.backend import (
 )
 from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.errors import BackendError, InvalidJobSpec, JobNotFound, QuotaExceeded
-from kubelab.core.jobs.types import JobInfo, JobPhase, JobSpec, JobStatus, check_job_name
+from kubelab.core.jobs.types import (
+    JobInfo,
+    JobPhase,
+    JobSpec,
+    JobStatus,
+    check_job_name,
+    gpus_text,
+)
 from kubelab.core.limits import plan_limits
+from kubelab.core.text import shorten
 
 __all__ = ["LocalBackend", "visible_gpus"]
 
@@ -141,7 +149,7 @@ class LocalBackend(Backend):
             )
         if spec.gpus > len(self.gpus):
             have = f"has {len(self.gpus)}" if self.gpus else "has none"
-            raise QuotaExceeded(f"{spec.gpus} GPUs asked; this server {have}")
+            raise QuotaExceeded(f"{gpus_text(spec.gpus)} asked; this server {have}")
         if spec.gpus > 1 and not self.torchrun:
             raise BackendError(f"--gpus {spec.gpus} runs torchrun, which needs PyTorch installed")
 
@@ -157,7 +165,7 @@ class LocalBackend(Backend):
                 free = self._free_gpus()
                 if len(free) < spec.gpus:
                     raise QuotaExceeded(
-                        f"{spec.gpus} GPUs asked, {len(free)} of this server's {len(self.gpus)} "
+                        f"{gpus_text(spec.gpus)} asked, {len(free)} of this server's {len(self.gpus)} "
                         f"are free (the others are held by running jobs; see %jobs)"
                     )
                 devices = free[: spec.gpus]
@@ -228,11 +236,11 @@ class LocalBackend(Backend):
         try:
             path = self._dir(name) / "job.json"
         except InvalidJobSpec:
-            raise JobNotFound(f"no job named {name!r}") from None
+            raise JobNotFound(f"no job named {shorten(name)}") from None
         try:
             record = json.loads(path.read_bytes())
         except (FileNotFoundError, ValueError):
-            raise JobNotFound(f"no job named {name!r}{self._hint()}") from None
+            raise JobNotFound(f"no job named {shorten(name)}{self._hint()}") from None
         record["_dir"] = str(path.parent)
         return record
 

@@ -18,8 +18,10 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from kubelab.core.jobs.errors import InvalidJobSpec
+from kubelab.core.text import shorten
 
-__all__ = ["JobInfo", "JobPhase", "JobSpec", "JobStatus", "make_job_name", "check_job_name"]
+__all__ = ["JobInfo", "JobPhase", "JobSpec", "JobStatus", "make_job_name", "check_job_name",
+           "gpus_text"]
 
 #: Job names become Kubernetes object names, label values and directory names. 40 characters
 #: leaves room for the suffixes Kubernetes adds to pod names of an indexed Job ("-3-x7k2p").
@@ -38,10 +40,15 @@ def check_job_name(name: str) -> str:
     """Return *name* if it is a valid job name, else raise :class:`InvalidJobSpec`."""
     if not isinstance(name, str) or not _NAME.fullmatch(name) or len(name) > MAX_NAME:
         raise InvalidJobSpec(
-            f"invalid job name {name!r}: use lowercase letters, digits and '-', starting with a "
+            f"invalid job name {shorten(name)}: use lowercase letters, digits and '-', starting with a "
             f"letter, at most {MAX_NAME} characters (like 'resnet-lr3')"
         )
     return name
+
+
+def gpus_text(count: int) -> str:
+    """``1 GPU``, ``2 GPUs``, ``0 GPUs``."""
+    return f"{count} GPU" if count == 1 else f"{count} GPUs"
 
 
 def make_job_name(stem: str | None = None) -> str:
@@ -124,7 +131,7 @@ class JobSpec:
             check_job_name(self.name)
         for label, value, least in (("gpus", self.gpus, 0), ("nodes", self.nodes, 1)):
             if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidJobSpec(f"{label} must be a whole number, got {value!r}")
+                raise InvalidJobSpec(f"{label} must be a whole number, got {shorten(value)}")
             if value < least:
                 raise InvalidJobSpec(f"{label} must be {least} or more, got {value}")
         from kubelab.core.quantity import QuantityError, parse_quantity
@@ -137,24 +144,24 @@ class JobSpec:
             except QuantityError:
                 raise InvalidJobSpec(
                     f"{label} must be a Kubernetes quantity like "
-                    f"{'4 or 500m' if label == 'cpus' else '16Gi or 512Mi'}, got {value!r}"
+                    f"{'4 or 500m' if label == 'cpus' else '16Gi or 512Mi'}, got {shorten(value)}"
                 ) from None
             if amount <= 0:
-                raise InvalidJobSpec(f"{label} must be more than zero, got {value!r}")
+                raise InvalidJobSpec(f"{label} must be more than zero, got {shorten(value)}")
         if self.image is not None and (not self.image or any(c.isspace() for c in self.image)):
-            raise InvalidJobSpec(f"invalid image reference {self.image!r}")
+            raise InvalidJobSpec(f"invalid image reference {shorten(self.image)}")
         for d in self.data:
             if not isinstance(d, str) or not d:
-                raise InvalidJobSpec(f"invalid dataset name {d!r}")
+                raise InvalidJobSpec(f"invalid dataset name {shorten(d)}")
         for key, value in self.env.items():
             if not isinstance(key, str) or not _ENV_NAME.fullmatch(key):
                 raise InvalidJobSpec(
-                    f"invalid environment variable name {key!r} (letters, digits, '_')"
+                    f"invalid environment variable name {shorten(key)} (letters, digits, '_')"
                 )
             if key in RESERVED_ENV:
-                raise InvalidJobSpec(f"{key} is set by kubelab in every job and cannot be changed")
+                raise InvalidJobSpec(f"{shorten(key)} is set by kubelab in every job and cannot be changed")
             if not isinstance(value, str) or "\x00" in value:
-                raise InvalidJobSpec(f"the value of {key} must be a string without NUL characters")
+                raise InvalidJobSpec(f"the value of {shorten(key)} must be a string without NUL characters")
 
     @property
     def entry_name(self) -> str:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from kubelab.core.config import Dataset, GpuType, Jobs
 from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.errors import DatasetNotAllowed, ImageNotAllowed, QuotaExceeded
-from kubelab.core.jobs.types import JobSpec
+from kubelab.core.jobs.types import JobSpec, gpus_text
+from kubelab.core.text import shorten
 
 __all__ = ["Resolved", "validate"]
 
@@ -42,11 +43,12 @@ def validate(spec: JobSpec, ctx: JobContext, *, gpus_in_use: int = 0) -> Resolve
         raise QuotaExceeded(f"{spec.nodes} nodes asked, a job may use at most {jobs.max_nodes}")
     total = spec.total_gpus
     if total > jobs.max_gpus_per_job:
-        what = f"{spec.gpus} GPUs × {spec.nodes} nodes = {total}" if spec.nodes > 1 else f"{total} GPUs"
+        what = (f"{gpus_text(spec.gpus)} × {spec.nodes} nodes = {total}" if spec.nodes > 1
+                else gpus_text(total))
         raise QuotaExceeded(f"{what} asked, a job may use at most {jobs.max_gpus_per_job}")
     if gpu_type is not None and gpu_type.max_per_node is not None and spec.gpus > gpu_type.max_per_node:
         raise QuotaExceeded(
-            f"{spec.gpus} GPUs per node asked, a {gpu_type.display_name} node has "
+            f"{gpus_text(spec.gpus)} per node asked, a {gpu_type.display_name} node has "
             f"{gpu_type.max_per_node}; use --nodes to spread the job"
         )
     if config is not None and total:
@@ -58,7 +60,7 @@ def validate(spec: JobSpec, ctx: JobContext, *, gpus_in_use: int = 0) -> Resolve
                 if quota is not None and total + gpus_in_use > quota:
                     used = f", {gpus_in_use} in use by your running jobs" if gpus_in_use else ""
                     raise QuotaExceeded(
-                        f"{total} GPUs asked{used}: over the {label} GPU quota of {quota} "
+                        f"{gpus_text(total)} asked{used}: over the {label} GPU quota of {quota} "
                         f"for team {name!r}"
                     )
 
@@ -68,11 +70,11 @@ def validate(spec: JobSpec, ctx: JobContext, *, gpus_in_use: int = 0) -> Resolve
         if dataset is None:
             known = _granted(ctx)
             hint = f"; available: {', '.join(known)}" if known else "; no datasets are configured"
-            raise DatasetNotAllowed(f"unknown dataset {data_name!r}{hint}")
+            raise DatasetNotAllowed(f"unknown dataset {shorten(data_name)}{hint}")
         if dataset.groups and not set(dataset.groups) & set(ctx.groups):
             if data_name not in ctx.notebook_datasets:
                 raise DatasetNotAllowed(
-                    f"dataset {data_name!r} is for group(s) {', '.join(dataset.groups)}; "
+                    f"dataset {shorten(data_name)} is for group(s) {', '.join(dataset.groups)}; "
                     f"you are not in any of them"
                 )
         datasets.append(dataset)
@@ -82,7 +84,7 @@ def validate(spec: JobSpec, ctx: JobContext, *, gpus_in_use: int = 0) -> Resolve
         if not any(re.fullmatch(p, spec.image) for p in jobs.images):
             allowed = ("images matching " + " or ".join(repr(p) for p in jobs.images)
                        if jobs.images else "only the notebook's own image")
-            raise ImageNotAllowed(f"image {spec.image!r} is not allowed for jobs; allowed: {allowed}")
+            raise ImageNotAllowed(f"image {shorten(spec.image)} is not allowed for jobs; allowed: {allowed}")
     return Resolved(image=image, datasets=tuple(datasets), gpu_type=gpu_type, jobs=jobs)
 
 
