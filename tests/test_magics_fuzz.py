@@ -3,12 +3,19 @@
 Whatever a user types after ``%train`` or ``%jobs``, the result is either a parsed request or one
 of the two errors IPython shows as a short message (``UsageError``, :class:`KubelabCellError`).
 The magics run over a controller that records instead of submitting, so the whole path from the
-line to the controller call is exercised, not only argparse.
+line to the controller call is exercised, not only argparse; and, fewer lines, over the real
+controller and a real local backend (so the backend's own checks — quantities, limits, names,
+the snapshot — are fuzzed too: ``--cpus 1e999`` was an OverflowError there), cleaning up every
+job it submits.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,6 +23,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 from kubelab.core.jobs.errors import JobError, JobNotFound
+from kubelab.core.jobs.local import LocalBackend
 from kubelab.core.jobs.types import JobSpec
 from kubelab.labextension.controller import JobsController, parse_env
 from kubelab.labextension.magics import KubelabCellError, KubelabMagics, parse_jobs, parse_train
@@ -87,5 +95,66 @@ def test_jobs_never_raises_a_traceback(line: str) -> None:
         args = parse_jobs(line)
     except UsageError:
         return
-    assert args.action in ("list", "logs", "cancel", "wait", "delete", "metrics")
+    assert args.action in ("list", "logs", "cancel", "wait", "delete", "metrics", "gc")
     _call(MAGICS.jobs, line)
+
+
+# -- through the real controller and a real local backend ------------------------------------------
+
+#: values that reach the backend's own checks (quantities, names, datasets, env), not argparse's
+BACKEND_TOKENS = st.sampled_from([
+    "--cpus 1e999", "--cpus 1e18", "--cpus 0", "--cpus -1", "--cpus 0.001m", "--cpus 99999999999",
+    "--memory 1e999", "--memory 9Ei", "--memory 1", "--memory 0.5", "--memory NaN", "--gpus 1",
+    "--gpus 99999999999999999999", "--nodes 2", "--data imagenet", "--data " + "d" * 80,
+    "--env A=1", "--env PATH=/x", "--env KUBELAB_JOB_NAME=x", "--env 1A=x", "--env " + "K" * 80 + "=1",
+    "--name fz", "--name " + "n" * 80, "--image x", "--image ' '", "--workdir /nonexistent",
+    "--workdir .", "--replace", "-e", "-C", "-h",
+])
+#: options, then what to run: mostly the script that is there, so that most lines reach the backend
+BACKEND_LINES = st.builds(
+    lambda options, script: " ".join([*options, "--no-follow", script]),
+    st.lists(BACKEND_TOKENS, max_size=4),
+    st.sampled_from(["train.py", "train.py", "train.py", "train.py --epochs 1 -h", "missing.py",
+                     "../up.py", "-- train.py"]))
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KubelabMagics, LocalBackend]]:
+    """Magics over the real controller and a local backend in a fresh jobs root; the jobs run a
+    script that exits at once."""
+    from kubelab.tests.jobs_support import kill_all, make_backend
+
+    root = tmp_path_factory.mktemp("fuzz")
+    work = root / "work"
+    work.mkdir()
+    (work / "train.py").write_text("pass\n")
+    backend = make_backend(root / "jobs")
+    old = os.getcwd()
+    os.chdir(work)
+    try:
+        yield KubelabMagics(SHELL, JobsController(backend)), backend
+    finally:
+        os.chdir(old)
+        kill_all(backend)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(line=BACKEND_LINES, cell=st.one_of(st.none(), st.just("print(1)\n")))
+def test_train_through_the_real_backend_never_raises_a_traceback(real, line: str,
+                                                                  cell: str | None) -> None:
+    magics, backend = real
+    try:
+        job = magics.train(line, cell)
+    except OK_ERRORS as e:
+        # one short line (a UsageError's, or the cell's red one), never a traceback
+        text = str(e) if not isinstance(e, KubelabCellError) else "\n".join(e._render_traceback_())
+        assert "Traceback" not in text and len(text.splitlines()) == 1, text
+        assert len(text) < 400, text
+        job = None
+    else:
+        if job is not None:  # submitted (help prints and returns None)
+            assert job.name in {i.name for i in backend.list()}
+    for info in backend.list():  # clean up what it submitted
+        backend.cancel(info.name)
+        backend.delete(info.name)
+    assert backend.list() == []
