@@ -69,6 +69,7 @@ from kubelab.core.config import (
 )
 from kubelab.core.notebook_env import granted
 from kubelab.core.quantity import format_bytes, format_cpu, parse_quantity
+from kubelab.core.text import shorten
 
 __all__ = [
     "Availability",
@@ -379,7 +380,7 @@ def _text(value: Any, key: str) -> str:
 
 def _show(value: str) -> str:
     """A user-supplied value quoted for an error message (shortened, control characters shown)."""
-    return repr(value[:80] + ("…" if len(value) > 80 else ""))
+    return shorten(value)
 
 
 def _relative_path(value: Any, key: str) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
+from kubelab.core.text import shorten
+
 _BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
 _DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
 _PATTERN = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?")
@@ -33,30 +35,27 @@ def parse_quantity(value: str | int | float | Decimal) -> Decimal:
     """
     result = _parse(value)
     if not result.is_finite():
-        raise QuantityError(f"{_show(value)} is not a finite quantity")
+        raise QuantityError(f"{shorten(value)} is not a finite quantity")
     if abs(result) > MAX_QUANTITY:
-        raise QuantityError(f"{_show(value)} is too large (Kubernetes stores at most 2^63-1)")
+        raise QuantityError(f"{shorten(value)} is too large (Kubernetes stores at most 2^63-1)")
     return result
 
 
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _parse(value: str | int | float | Decimal) -> Decimal:
     if isinstance(value, bool):
-        raise QuantityError(f"{_show(value)} is not a quantity")
+        raise QuantityError(f"{shorten(value)} is not a quantity")
     if isinstance(value, (int, Decimal)):
         return Decimal(value)
     if isinstance(value, float):
         return Decimal(repr(value))
     if not isinstance(value, str):
-        raise QuantityError(f"{_show(value)} is not a quantity")
+        raise QuantityError(f"{shorten(value)} is not a quantity")
     match = _PATTERN.fullmatch(value.strip())
     if not match:
         raise QuantityError(
-            f"{_show(value)} is not a quantity (use a number with an optional suffix, like 500m, 2, 8Gi)"
+            f"{shorten(value)} is not a quantity (use a number with an optional suffix, like 500m, 2, 8Gi)"
         )
     number, suffix = match.group(1), match.group(2) or ""
     try:
