@@ -38,7 +38,7 @@ from kubespawner.reflector import ResourceReflector
 from tornado import web
 from traitlets import Bool, Float, Unicode, default, validate
 
-from kubelab.core import objects
+from kubelab.core import admission, objects
 from kubelab.core.config import KubelabConfig, cached_config, dump_config
 from kubelab.core.notebook_env import NotebookDataset, NotebookEnv
 from kubelab.core.podsecurity import violations
@@ -904,7 +904,31 @@ class ProfileSpawner(KubeSpawner):
         if view is not None:
             out.append(objects.make_notebook_config_map(
                 dump_config(view), namespace=namespace, username=user.name, team=team))
+        out.append(self.policy_params(config, user))
         return out
+
+    def policy_params(self, config: KubelabConfig, user: UserInfo) -> dict[str, Any]:
+        """The ``kubelab-policy`` ConfigMap: what the admission policy (docs/security.md) lets
+        pods in this namespace mount and run — the user's datasets and images, their home
+        claims, and what the admin's own KubeSpawner settings add to notebook pods."""
+        homes = {self.pvc_name}
+        for other in (getattr(self.user, "spawners", None) or {}).values():  # named servers
+            if isinstance(getattr(other, "pvc_name", None), str):
+                homes.add(other.pvc_name)
+        home_claim, _ = self.home_volume()
+        extra_volumes = [
+            v for v in self._expand_all(list(self._sorted_dict_values(self._kubelab_pristine["volumes"]
+                                                                        if self._kubelab_pristine else self.volumes)))
+            if (v.get("persistentVolumeClaim") or {}).get("claimName") not in homes
+        ]
+        containers = (*self._sorted_dict_values(self.init_containers), *self._sorted_dict_values(self.extra_containers))
+        extra_images = [c["image"] for c in containers
+                        if isinstance(c, Mapping) and c.get("image")]
+        return admission.policy_params(
+            config, username=user.name, groups=sorted(user.groups),
+            home_claim=sorted(homes) if home_claim else None, namespace=self.namespace,
+            extra_images=extra_images, extra_volumes=extra_volumes,
+        )
 
     async def _ensure_namespace(self) -> None:
         config = self.kubelab
@@ -965,6 +989,11 @@ class ProfileSpawner(KubeSpawner):
                 raise
             if replace is None or kind == "ServiceAccount":
                 return  # exists; a namespace's labels are the admin's to change after creation
+            if name == admission.POLICY_CONFIG_MAP and objects.USER_LABEL not in meta.get("labels", {}):
+                # a team's shared namespace: every member's grants, not only the last spawner's
+                existing = await asyncio.wait_for(api.read_namespaced_config_map(name, ns), timeout)
+                obj = admission.merge_policy_params(
+                    obj, {"data": dict(getattr(existing, "data", None) or {})})
             await asyncio.wait_for(replace(name, ns, obj), timeout)
 
     # -- the pod: checked against the Pod Security level before it is sent ---------------------

@@ -27,14 +27,7 @@ import yaml
 
 from kubelab.core import admission, objects
 from kubelab.core.config import parse_config
-from kubelab.tests.test_spawner_kubernetes import (  # noqa: F401 - fixtures
-    A100,
-    GPU_TAINT,
-    add_claims,
-    make_spawner,
-    pod_of,
-    start,
-)
+from kubelab.tests.test_spawner_kubernetes import A100, GPU_TAINT, add_claims, pod_of, start
 from kubelab.tests.test_spawner_profiles import CONFIG_YAML
 
 cel = pytest.importorskip("cel_expr_python.cel", reason="cel-expr-python needs Python >= 3.11")
@@ -467,7 +460,7 @@ def config_path(tmp_path: Path) -> str:
 
 
 async def test_a_spawned_notebook_and_the_job_it_submits_are_admitted(
-    kube_cluster: Any, make_spawner: Callable[..., Any],  # noqa: F811 - the imported fixture
+    kube_cluster: Any, make_spawner: Callable[..., Any],
     policy: AdmissionPolicy, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -496,7 +489,10 @@ async def test_a_spawned_notebook_and_the_job_it_submits_are_admitted(
     view = parse_config(view_cm["data"]["kubelab.yaml"], "view")
     from_admin = params_for(home=spawner.pvc_name)
     from_view = params_for(config=view, home=spawner.pvc_name)
-    for params in (from_admin, from_view):
+    # and as the hub wrote them into the namespace, before the pod
+    written = kube_cluster.get_object("configmaps", NS, admission.POLICY_CONFIG_MAP)
+    assert written is not None and written["data"] == from_admin["data"]
+    for params in (from_admin, from_view, written):
         review = policy.review(notebook, params)
         assert review.matched and review.allowed, review.text
     # the same pod in a namespace without params, or for another user, is refused
@@ -529,7 +525,7 @@ async def test_a_spawned_notebook_and_the_job_it_submits_are_admitted(
     assert job is not None
     job_spec = job["spec"]["template"]["spec"]
     assert {"kubelab-data-shares", "kubelab-data-scratch"} <= {v["name"] for v in job_spec["volumes"]}
-    for params in (from_admin, from_view):
+    for params in (from_admin, from_view, written):
         assert policy.review(job, params).allowed, policy.review(job, params).text
         # and each pod the Job controller creates from it
         assert policy.review(pod(job_spec), params).allowed
@@ -843,3 +839,28 @@ def test_a_team_namespace_is_isolated_only_as_a_whole(policy: AdmissionPolicy) -
     volume_named(spec, "kubelab-home")["persistentVolumeClaim"]["claimName"] = "claim-wendy"
     assert policy.review(pod(spec, shared), merged).allowed  # the limit
     assert not policy.review(pod(spec, shared), victor).allowed  # per-user params would refuse it
+
+
+async def test_the_hub_merges_a_shared_namespaces_params_across_members(
+    kube_cluster: Any, make_spawner: Callable[..., Any],
+    policy: AdmissionPolicy,
+) -> None:
+    """Each member's spawn adds their grants to the team namespace's params instead of
+    replacing the last member's (whose running pods and jobs would then be refused)."""
+    shared = "kubelab-vision"
+    add_claims(kube_cluster, shared, "scratch", user=None, team="vision")
+    victor = make_spawner("victor", ("vision",), storage_pvc_ensure=False,
+                          volumes=[{"name": "home", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}],
+                          volume_mounts=[{"name": "home", "mountPath": "/home/jovyan"}])
+    wendy = make_spawner("wendy", ("vision",), storage_pvc_ensure=False,
+                         volumes=[{"name": "home", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}],
+                         volume_mounts=[{"name": "home", "mountPath": "/home/jovyan"}])
+    await start(victor, {"profile": "cpu", "datasets": ["scratch"]})
+    await start(wendy, {"profile": "cpu", "datasets": []})
+    written = kube_cluster.get_object("configmaps", shared, admission.POLICY_CONFIG_MAP)
+    assert objects.USER_LABEL not in written["metadata"]["labels"]
+    for spawner in (victor, wendy):  # both notebooks are still admitted by what is there now
+        notebook = pod_of(kube_cluster, spawner)
+        notebook["spec"] = token_volume(notebook["spec"])
+        review = policy.review(notebook, written)
+        assert review.allowed, review.text

@@ -10,94 +10,20 @@ from __future__ import annotations
 import asyncio
 import copy
 import html
-import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from tornado import web
 
 from kubelab.core.podsecurity import violations
-from kubelab.tests.test_spawner_profiles import CONFIG_YAML, TAMPERED
+from kubelab.tests.test_spawner_profiles import TAMPERED
 
 A100 = {"nvidia.com/gpu.product": "A100"}
 GPU_TAINT = ["nvidia.com/gpu=present:NoSchedule"]
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
-
-
-class FakeGroup:
-    def __init__(self, name: str):
-        self.name = name
-
-
-class FakeUser:
-    def __init__(self, name: str, groups: list[str]):
-        self.name = name
-        self.id = abs(hash(name)) % 10_000
-        self.url = f"/user/{name}/"
-        self.escaped_name = name
-        self.groups = [FakeGroup(g) for g in groups]
-
-
-def point_kubespawner_at(kubeconfig: str) -> None:
-    """KubeSpawner loads the default kubeconfig once (lru_cache) from the path kubernetes_asyncio
-    read from $KUBECONFIG at import; point both at the test server's."""
-    from kubernetes_asyncio.config import kube_config
-    from kubespawner import clients
-
-    os.environ["KUBECONFIG"] = kubeconfig
-    if kube_config.KUBE_CONFIG_DEFAULT_LOCATION != kubeconfig:
-        kube_config.KUBE_CONFIG_DEFAULT_LOCATION = kubeconfig
-        clients.load_config.cache_clear()
-
-
-async def cleanup_shared_watches() -> None:
-    from kubelab.spawner.kubernetes import ClusterState, ProfileSpawner
-
-    await ClusterState.stop_all()
-    await ProfileSpawner._stop_all_reflectors()
-    ProfileSpawner._ensured.clear()
-    ProfileSpawner._ensured_shapes.clear()
-    ProfileSpawner._claims_seen.clear()
-
-
-@pytest.fixture
-def config_path(tmp_path: Path) -> str:
-    path = tmp_path / "kubelab.yaml"
-    path.write_text(CONFIG_YAML)
-    return str(path)
-
-
-@pytest_asyncio.fixture
-async def make_spawner(kube_cluster: Any, config_path: str) -> AsyncIterator[Callable[..., Any]]:
-    from kubelab.spawner.kubernetes import ProfileSpawner
-
-    kube_cluster.require_emulator()
-    point_kubespawner_at(str(kube_cluster.kubeconfig_path))
-    made: list[Any] = []
-
-    def make(name: str = "alice", groups: tuple[str, ...] = ("ml",), **traits: Any) -> ProfileSpawner:
-        settings: dict[str, Any] = dict(
-            kubelab_config=config_path, gpu_unschedulable_timeout=1.0, start_timeout=20,
-            k8s_api_request_timeout=5, k8s_api_request_retry_timeout=10,
-            storage_pvc_ensure=False, events_enabled=True,
-        )
-        settings.update(traits)
-        s = ProfileSpawner(_mock=True, user=FakeUser(name, list(groups)), **settings)
-        s.api_token = "token"
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        try:
-            await asyncio.wait_for(s.stop(now=True), 10)
-        except Exception:
-            pass
-    await cleanup_shared_watches()
 
 
 def add_claims(cluster: Any, namespace: str, *claims: str, user: str | None = "alice", team: str = "ml") -> None:
