@@ -62,6 +62,20 @@ def kill_all(backend: LocalBackend) -> None:
                 os.killpg(pid, signal.SIGKILL)
 
 
+def trainer_runtime_pod() -> dict[str, Any]:
+    """The pod spec of kubelab's ClusterTrainingRuntime (hub_config/trainer-runtime.yaml), the
+    ``node`` job's; also checks the runtime is the kind and shape Trainer reads."""
+    import yaml
+
+    path = Path(__file__).resolve().parent.parent / "hub_config" / "trainer-runtime.yaml"
+    runtime = yaml.safe_load(path.read_text())
+    assert (runtime["apiVersion"], runtime["kind"]) == ("trainer.kubeflow.org/v1alpha1", "ClusterTrainingRuntime")
+    assert runtime["metadata"]["name"] == "kubelab-torch"
+    assert "torch" in runtime["spec"]["mlPolicy"]
+    (node,) = [j for j in runtime["spec"]["template"]["spec"]["replicatedJobs"] if j["name"] == "node"]
+    return copy.deepcopy(node["template"]["spec"]["template"]["spec"])
+
+
 def trainjob_pod(trainjob: dict[str, Any], runtime_pod: dict[str, Any] | None = None) -> dict[str, Any]:
     """The pod spec Kubeflow Trainer (v2, ``trainer.kubeflow.org/v1alpha1``) makes for a node of
     *trainjob*: the runtime's pod template (default: the stock ``torch-distributed`` runtime's,

@@ -16,7 +16,7 @@ from kubelab.core.jobs.errors import BackendError, JobExists, JobFailed, JobNotF
 from kubelab.core.jobs.kubernetes import KubernetesBackend
 from kubelab.core.jobs.types import JobPhase, JobSpec
 from kubelab.core.notebook_env import NotebookDataset, NotebookEnv, with_notebook_mounts
-from kubelab.tests.jobs_support import example_config, trainjob_pod
+from kubelab.tests.jobs_support import example_config, trainer_runtime_pod, trainjob_pod
 
 IMAGE = "ghcr.io/kubelab/notebook-cuda:0.1.0"
 A100 = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
@@ -407,7 +407,7 @@ def test_trainjob_when_its_crd_is_served(kube_cluster, kube_namespace: str, tmp_
         assert backend.job_kind == "TrainJob"
         obj = kube_cluster.get_object("trainjobs", kube_namespace, "tj", group="trainer.kubeflow.org")
         spec = obj["spec"]
-        assert spec["runtimeRef"] == {"name": "torch-distributed"}
+        assert spec["runtimeRef"] == {"name": "kubelab-torch"}  # jobs.trainer_runtime's default
         assert spec["trainer"]["numNodes"] == 2 and spec["trainer"]["numProcPerNode"] == 2
         assert spec["trainer"]["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "2"
         assert spec["trainer"]["command"][-3:] == ["train.py", "--lr", "1"]
@@ -420,6 +420,14 @@ def test_trainjob_when_its_crd_is_served(kube_cluster, kube_namespace: str, tmp_
         assert pod["automountServiceAccountToken"] is False
         assert podsecurity.violations({"spec": trainjob_pod(
             {**obj, "spec": {**spec, "podSpecOverrides": []}})}) != []
+        # kubelab's runtime (hub_config/trainer-runtime.yaml), whose pod template is what a
+        # Trainer that prunes the overrides' security fields uses: "restricted" on its own
+        runtime_pod = trainer_runtime_pod()
+        assert podsecurity.violations({"spec": runtime_pod}) == []
+        for overrides in (spec["podSpecOverrides"], []):
+            effective = trainjob_pod({**obj, "spec": {**spec, "podSpecOverrides": overrides}}, runtime_pod)
+            assert podsecurity.violations({"spec": effective}) == []
+            assert effective["automountServiceAccountToken"] is False
         assert kube_cluster.list_objects("jobs", kube_namespace, group="batch") == []
         assert backend.get("tj").status.phase is JobPhase.PENDING
         import kubernetes

@@ -452,6 +452,8 @@ class Jobs(_Model):
     #: largest working-directory snapshot a job may ship
     max_snapshot_size: Quantity = "200Mi"
     active_deadline_seconds: StrictInt | None = Field(default=None, ge=1)
+    #: the Kubeflow Trainer ClusterTrainingRuntime TrainJobs run on (hub_config/trainer-runtime.yaml)
+    trainer_runtime: StrictStr = Field(default="kubelab-torch", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
     _patterns = field_validator("images")(
         classmethod(lambda cls, v: [_check_pattern(p) for p in v])

@@ -119,7 +119,8 @@ def build(*, name: str, namespace: str, user: str, image: str, entry: str, args:
           ttl_seconds_after_finished: int | None, active_deadline_seconds: int | None,
           service_account: str | None, submission: str, summary: Mapping[str, Any],
           kind: str = "Job", snapshot_store: str | None = None, snapshot_id: str | None = None,
-          log_dir: str | None = None, team: str | None = None) -> JobObjects:
+          log_dir: str | None = None, team: str | None = None,
+          trainer_runtime: str = "kubelab-torch") -> JobObjects:
     """The objects of one job; *summary* is stored in an annotation so that a restarted kernel
     shows what was asked without any state of its own.
 
@@ -174,7 +175,7 @@ def build(*, name: str, namespace: str, user: str, image: str, entry: str, args:
         return _train_job(name, namespace, lbls, annotations, image, entry, args, nodes, per_node,
                           resources, env_list, volumes, mounts, workdir, gpu_type, pod_sc,
                           container_sc, service_account, ttl_seconds_after_finished,
-                          unpack=unpack, tee=bool(log_dir))
+                          unpack=unpack, tee=bool(log_dir), runtime=trainer_runtime)
 
     if kind == "PyTorchJob":
         command = ["torchrun", f"--nproc-per-node={per_node}", entry, *args]
@@ -292,9 +293,11 @@ def _train_job(name: str, namespace: str, lbls: Mapping[str, str], annotations: 
                gpu_type: GpuType | None, pod_sc: Mapping[str, Any],
                container_sc: Mapping[str, Any], service_account: str | None,
                ttl: int | None, *, unpack: list[str] | None = None,
-               tee: bool = False) -> JobObjects:
-    """A Kubeflow Trainer v2 ``TrainJob`` on the ``torch-distributed`` runtime: the runtime runs
-    ``torchrun`` with the rendezvous set up, so the command is the script."""
+               tee: bool = False, runtime: str = "kubelab-torch") -> JobObjects:
+    """A Kubeflow Trainer v2 ``TrainJob`` on the *runtime* ClusterTrainingRuntime (``jobs.
+    trainer_runtime``; kubelab's ``hub_config/trainer-runtime.yaml``, a ``torch-distributed``
+    whose pods meet "restricted"): the runtime runs ``torchrun`` with the rendezvous set up, so
+    the command is the script. A TrainJob has no TTL of its own: the runtime's JobSet carries it."""
     # The runtime sets PET_NNODES, PET_NODE_RANK, PET_MASTER_ADDR... which torchrun reads; the
     # shell unpacks the workspace (podSpecOverrides cannot add an init container) and moves into
     # it (a TrainJob has no workingDir of its own).
@@ -331,7 +334,7 @@ def _train_job(name: str, namespace: str, lbls: Mapping[str, str], annotations: 
             pod_override["tolerations"] = [_toleration(t) for t in gpu_type.tolerations]
     main = _meta("trainer.kubeflow.org/v1alpha1", "TrainJob", name, namespace, lbls, annotations)
     main["spec"] = {
-        "runtimeRef": {"name": "torch-distributed"},
+        "runtimeRef": {"name": runtime},
         "trainer": trainer,
         "podSpecOverrides": [pod_override],
         "labels": dict(lbls),

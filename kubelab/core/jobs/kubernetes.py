@@ -415,7 +415,7 @@ class KubernetesBackend(Backend):
             service_account=ctx.service_account, submission=uuid.uuid4().hex, summary=summary,
             kind=self.job_kind or "Job", snapshot_store=str(self.store.root),
             snapshot_id=prepared.snapshot.id, log_dir=str(prepared.job_dir / LOG_DIR),
-            team=ctx.team_name,
+            team=ctx.team_name, trainer_runtime=resolved.jobs.trainer_runtime,
         )
         created = self._run(self._create(built))
         with self._cond:
