@@ -321,25 +321,35 @@ class _RawApi:
         return getattr(self._api, name)
 
 
-class NodeReflector(ResourceReflector):
-    """All nodes, with their extended resources (GPUs) and labels, in a :class:`_NodeIndex`."""
+class _IndexedReflector(ResourceReflector):
+    """A reflector over all namespaces whose store is an index class (``index``) that keeps only
+    what the availability figures need, and whose list/watch calls skip model deserialization."""
 
-    kind = "nodes"
-    list_method_name = "list_node"
     omit_namespace = True
+    index: type[dict] = dict  # type: ignore[type-arg]
+    cluster_scoped = False
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.api = _RawApi(self.api, self.list_method_name, cluster_scoped=True)
-        self.resources = _NodeIndex()
+        self.api = _RawApi(self.api, self.list_method_name, cluster_scoped=self.cluster_scoped)
+        self.resources = self.index()
 
     @validate("resources")
     def _index(self, proposal: Any) -> Any:
         value = proposal.value
-        return value if isinstance(value, _NodeIndex) else _NodeIndex(value)
+        return value if isinstance(value, self.index) else self.index(value)
 
 
-class GpuPodReflector(ResourceReflector):
+class NodeReflector(_IndexedReflector):
+    """All nodes, with their extended resources (GPUs) and labels, in a :class:`_NodeIndex`."""
+
+    kind = "nodes"
+    list_method_name = "list_node"
+    index = _NodeIndex
+    cluster_scoped = True
+
+
+class GpuPodReflector(_IndexedReflector):
     """All pods in all namespaces, reduced to their extended-resource requests (:class:`_PodIndex`).
 
     Separate from KubeSpawner's pod reflector (which sees only notebook pods): GPUs are also held
@@ -347,17 +357,7 @@ class GpuPodReflector(ResourceReflector):
 
     kind = "pods"
     list_method_name = "list_pod_for_all_namespaces"
-    omit_namespace = True
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.api = _RawApi(self.api, self.list_method_name, cluster_scoped=False)
-        self.resources = _PodIndex()
-
-    @validate("resources")
-    def _index(self, proposal: Any) -> Any:
-        value = proposal.value
-        return value if isinstance(value, _PodIndex) else _PodIndex(value)
+    index = _PodIndex
 
 
 class ClusterState:
