@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from .errors import ApiError
 from .store import WatchEvent
 
 if TYPE_CHECKING:
@@ -87,3 +88,28 @@ class Controller:
 
     def reconcile(self) -> None:
         raise NotImplementedError
+
+    def create_pod(self, owner: dict[str, Any], pod: dict[str, Any]) -> dict[str, Any] | None:
+        """Create *owner*'s *pod* and record the event this controller writes: SuccessfulCreate, or
+        FailedCreate (and None) when the API server refuses it."""
+        try:
+            created = self.store.create(
+                self.emulator.rt("pods"), pod, owner["metadata"]["namespace"], internal=True
+            )
+        except ApiError as error:
+            self.emulator.events.record(
+                owner,
+                "Warning",
+                "FailedCreate",
+                f"Error creating: {error.message}",
+                component=self.name,
+            )
+            return None
+        self.emulator.events.record(
+            owner,
+            "Normal",
+            "SuccessfulCreate",
+            f"Created pod: {created['metadata']['name']}",
+            component=self.name,
+        )
+        return created

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from .controller import Controller
 from .errors import ApiError
@@ -28,6 +28,13 @@ from .store import DeleteOptions
 __all__ = ["JobController", "format_indexes"]
 
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+
+#: why a Job finishes -> the message of its conditions (the first succeeds, the others fail)
+_FINISH_MESSAGES = {
+    "CompletionsReached": "Reached expected number of succeeded pods",
+    "BackoffLimitExceeded": "Job has reached the specified backoff limit",
+    "DeadlineExceeded": "Job was active longer than specified deadline",
+}
 
 
 def format_indexes(indexes: set[int]) -> str:
@@ -63,6 +70,21 @@ def _pod_ready(pod: dict[str, Any]) -> bool:
 def _index_of(pod: dict[str, Any]) -> int | None:
     value = ((pod.get("metadata") or {}).get("annotations") or {}).get(INDEX_KEY)
     return int(value) if value is not None and value.isdigit() else None
+
+
+class _Tally(NamedTuple):
+    """A Job's pods as its status counts them."""
+
+    active: list[dict[str, Any]]
+    terminating: list[dict[str, Any]]
+    succeeded: int
+    failed: int
+    #: the indexes that succeeded; None unless the Job is Indexed
+    completed_indexes: set[int] | None
+
+    def stopped(self) -> _Tally:
+        """The same once the active pods are deleted: they count as terminating."""
+        return self._replace(active=[], terminating=self.terminating + self.active)
 
 
 class JobController(Controller):
@@ -140,21 +162,14 @@ class JobController(Controller):
             p for p in pods if not is_terminal(p) and p["metadata"].get("deletionTimestamp")
         ]
         status = copy.deepcopy(job.get("status") or {})
+        tally = _Tally(
+            active, terminating, succeeded, failed, succeeded_indexes if indexed else None
+        )
 
         if spec.get("suspend"):
-            for pod in active:
-                self._delete_pod(pod)
             status.pop("startTime", None)
             set_condition(status, "Suspended", "True", "JobSuspended", "Job suspended")
-            self._write_status(
-                job,
-                status,
-                [],
-                terminating + active,
-                succeeded,
-                failed,
-                succeeded_indexes if indexed else None,
-            )
+            self._stop(job, status, tally)
             return
         if _condition_true(job, "Suspended"):
             set_condition(status, "Suspended", "False", "JobResumed", "Job resumed")
@@ -162,36 +177,14 @@ class JobController(Controller):
 
         completions = spec.get("completions")
         if failed > int(spec.get("backoffLimit", 6)):
-            self._finish(
-                job,
-                status,
-                active,
-                terminating,
-                succeeded,
-                failed,
-                succeeded_indexes,
-                ok=False,
-                reason="BackoffLimitExceeded",
-                message="Job has reached the specified backoff limit",
-            )
+            self._finish(job, status, tally, "BackoffLimitExceeded")
             return
         deadline = spec.get("activeDeadlineSeconds")
         if deadline is not None:
             started = self._started(job, status)
             remaining = started + float(deadline) - time.time()
             if remaining <= 0:
-                self._finish(
-                    job,
-                    status,
-                    active,
-                    terminating,
-                    succeeded,
-                    failed,
-                    succeeded_indexes,
-                    ok=False,
-                    reason="DeadlineExceeded",
-                    message="Job was active longer than specified deadline",
-                )
+                self._finish(job, status, tally, "DeadlineExceeded")
                 return
             self.kick_later(remaining)
         done = (
@@ -200,18 +193,7 @@ class JobController(Controller):
             else (succeeded > 0 and not active)
         )
         if done:
-            self._finish(
-                job,
-                status,
-                active,
-                terminating,
-                succeeded,
-                failed,
-                succeeded_indexes,
-                ok=True,
-                reason="CompletionsReached",
-                message="Reached expected number of succeeded pods",
-            )
+            self._finish(job, status, tally, "CompletionsReached")
             return
         parallelism = int(spec.get("parallelism", 1))
         if indexed:
@@ -245,15 +227,8 @@ class JobController(Controller):
             ):
                 self._delete_pod(pod)
                 active.remove(pod)
-        self._write_status(
-            job,
-            status,
-            active,
-            terminating,
-            succeeded,
-            failed,
-            succeeded_indexes if indexed else None,
-        )
+        # tally.active is the list `active`, as changed above
+        self._write_status(job, status, tally)
 
     @staticmethod
     def _started(job: dict[str, Any], status: dict[str, Any]) -> float:
@@ -263,26 +238,23 @@ class JobController(Controller):
         return float(calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")))
 
     def _write_status(
-        self,
-        job: dict[str, Any],
-        status: dict[str, Any],
-        active: list[Any],
-        terminating: list[Any],
-        succeeded: int,
-        failed: int,
-        succeeded_indexes: set[int] | None,
+        self, job: dict[str, Any], status: dict[str, Any], tally: _Tally
     ) -> dict[str, Any]:
-        for field, value in (("active", len(active)), ("succeeded", succeeded), ("failed", failed)):
+        for field, value in (
+            ("active", len(tally.active)),
+            ("succeeded", tally.succeeded),
+            ("failed", tally.failed),
+        ):
             if value:
                 status[field] = value
             else:
                 status.pop(field, None)
-        status["ready"] = sum(1 for p in active if _pod_ready(p))
-        status["terminating"] = len(terminating)
+        status["ready"] = sum(1 for p in tally.active if _pod_ready(p))
+        status["terminating"] = len(tally.terminating)
         status.setdefault("uncountedTerminatedPods", {})
-        if succeeded_indexes is not None:
-            if succeeded_indexes:
-                status["completedIndexes"] = format_indexes(succeeded_indexes)
+        if tally.completed_indexes is not None:
+            if tally.completed_indexes:
+                status["completedIndexes"] = format_indexes(tally.completed_indexes)
             else:
                 status.pop("completedIndexes", None)
         if status == (job.get("status") or {}):
@@ -291,22 +263,16 @@ class JobController(Controller):
         new["status"] = status
         return self.store.write(self.emulator.rt("jobs", "batch"), job, new)
 
-    def _finish(
-        self,
-        job: dict[str, Any],
-        status: dict[str, Any],
-        active: list[Any],
-        terminating: list[Any],
-        succeeded: int,
-        failed: int,
-        succeeded_indexes: set[int],
-        *,
-        ok: bool,
-        reason: str,
-        message: str,
-    ) -> None:
-        for pod in active:
+    def _stop(self, job: dict[str, Any], status: dict[str, Any], tally: _Tally) -> dict[str, Any]:
+        """Delete the active pods and write *status* with them terminating."""
+        for pod in tally.active:
             self._delete_pod(pod)
+        return self._write_status(job, status, tally.stopped())
+
+    def _finish(
+        self, job: dict[str, Any], status: dict[str, Any], tally: _Tally, reason: str
+    ) -> None:
+        ok, message = reason == "CompletionsReached", _FINISH_MESSAGES[reason]
         if ok:
             set_condition(status, "SuccessCriteriaMet", "True", reason, message)
             set_condition(status, "Complete", "True", reason, message)
@@ -314,16 +280,7 @@ class JobController(Controller):
         else:
             set_condition(status, "FailureTarget", "True", reason, message)
             set_condition(status, "Failed", "True", reason, message)
-        indexed = (job.get("spec") or {}).get("completionMode") == "Indexed"
-        stored = self._write_status(
-            job,
-            status,
-            [],
-            terminating + active,
-            succeeded,
-            failed,
-            succeeded_indexes if indexed else None,
-        )
+        stored = self._stop(job, status, tally)
         self.finished_at[job["metadata"]["uid"]] = time.monotonic()
         if ok:
             self.emulator.events.record(
@@ -391,27 +348,7 @@ class JobController(Controller):
         if annotations:
             pod_meta["annotations"] = annotations
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": spec}
-        try:
-            created = self.store.create(
-                self.emulator.rt("pods"), pod, job["metadata"]["namespace"], internal=True
-            )
-        except ApiError as error:
-            self.emulator.events.record(
-                job,
-                "Warning",
-                "FailedCreate",
-                f"Error creating: {error.message}",
-                component="job-controller",
-            )
-            return None
-        self.emulator.events.record(
-            job,
-            "Normal",
-            "SuccessfulCreate",
-            f"Created pod: {created['metadata']['name']}",
-            component="job-controller",
-        )
-        return created
+        return self.create_pod(job, pod)
 
     def _delete_pod(self, pod: dict[str, Any]) -> None:
         try:

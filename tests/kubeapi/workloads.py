@@ -119,27 +119,7 @@ class ReplicaSetController(Controller):
             },
             "spec": template.get("spec") or {},
         }
-        try:
-            created = self.store.create(
-                self.emulator.rt("pods"), pod, rs["metadata"]["namespace"], internal=True
-            )
-        except ApiError as error:
-            self.emulator.events.record(
-                rs,
-                "Warning",
-                "FailedCreate",
-                f"Error creating: {error.message}",
-                component="replicaset-controller",
-            )
-            return None
-        self.emulator.events.record(
-            rs,
-            "Normal",
-            "SuccessfulCreate",
-            f"Created pod: {created['metadata']['name']}",
-            component="replicaset-controller",
-        )
-        return created
+        return self.create_pod(rs, pod)
 
 
 class DeploymentController(Controller):
