@@ -43,14 +43,31 @@ class ApiError(kmock.KubernetesError):
     # --- constructors for the errors the server makes, with the real messages -----------------
 
     @classmethod
-    def not_found(cls, kind_plural: str, name: str, group: str = "") -> ApiError:
-        what = f"{kind_plural}.{group}" if group else kind_plural
+    def _about(
+        cls,
+        code: int,
+        reason: str,
+        kind: str,
+        name: str,
+        group: str,
+        *,
+        before: str = "",
+        after: str,
+        **details: Any,
+    ) -> ApiError:
+        """An error about one object: the message names it as ``kind.group "name"`` between
+        *before* and *after*; the details name it too (plus *details*)."""
+        what = f"{kind}.{group}" if group else kind
         return cls(
-            404,
-            "NotFound",
-            f'{what} "{name}" not found',
-            {"name": name, "group": group, "kind": kind_plural},
+            code,
+            reason,
+            f'{before}{what} "{name}"{after}',
+            {"name": name, "group": group, "kind": kind, **details},
         )
+
+    @classmethod
+    def not_found(cls, kind_plural: str, name: str, group: str = "") -> ApiError:
+        return cls._about(404, "NotFound", kind_plural, name, group, after=" not found")
 
     @classmethod
     def no_route(cls) -> ApiError:
@@ -58,26 +75,22 @@ class ApiError(kmock.KubernetesError):
 
     @classmethod
     def already_exists(cls, kind_plural: str, name: str, group: str = "") -> ApiError:
-        what = f"{kind_plural}.{group}" if group else kind_plural
-        return cls(
-            409,
-            "AlreadyExists",
-            f'{what} "{name}" already exists',
-            {"name": name, "group": group, "kind": kind_plural},
-        )
+        return cls._about(409, "AlreadyExists", kind_plural, name, group, after=" already exists")
 
     @classmethod
     def conflict(cls, kind_plural: str, name: str, group: str = "", why: str = "") -> ApiError:
-        what = f"{kind_plural}.{group}" if group else kind_plural
         why = why or (
             "the object has been modified; please apply your changes to the latest "
             "version and try again"
         )
-        return cls(
+        return cls._about(
             409,
             "Conflict",
-            f'Operation cannot be fulfilled on {what} "{name}": {why}',
-            {"name": name, "group": group, "kind": kind_plural},
+            kind_plural,
+            name,
+            group,
+            before="Operation cannot be fulfilled on ",
+            after=f": {why}",
         )
 
     @classmethod
@@ -89,27 +102,19 @@ class ApiError(kmock.KubernetesError):
         text = ", ".join(f"{field}: {message}" for field, _, message in causes)
         if len(causes) > 1:
             text = "[" + text + "]"
-        return cls(
+        return cls._about(
             422,
             "Invalid",
-            f'{kind}{"." + group if group else ""} "{name}" is invalid: {text}',
-            {
-                "name": name,
-                "group": group,
-                "kind": kind,
-                "causes": [{"reason": r, "message": m, "field": f} for f, r, m in causes],
-            },
+            kind,
+            name,
+            group,
+            after=f" is invalid: {text}",
+            causes=[{"reason": r, "message": m, "field": f} for f, r, m in causes],
         )
 
     @classmethod
     def forbidden(cls, kind_plural: str, name: str, why: str, group: str = "") -> ApiError:
-        what = f"{kind_plural}.{group}" if group else kind_plural
-        return cls(
-            403,
-            "Forbidden",
-            f'{what} "{name}" is forbidden: {why}',
-            {"name": name, "group": group, "kind": kind_plural},
-        )
+        return cls._about(403, "Forbidden", kind_plural, name, group, after=f" is forbidden: {why}")
 
     @classmethod
     def bad_request(cls, message: str) -> ApiError:
