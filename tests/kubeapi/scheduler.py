@@ -22,7 +22,7 @@ from typing import Any
 from .controller import Controller
 from .meta import rfc3339
 from .quantity import parse_quantity
-from .selectors import LabelRequirement, match_labels
+from .selectors import match_labels, requirements_from_expressions
 from .store import WatchEvent
 
 __all__ = ["Scheduler", "pod_requests", "pod_limits", "is_terminal", "set_condition"]
@@ -121,19 +121,7 @@ def _tolerates(tolerations: list[Mapping[str, Any]], taint: Mapping[str, Any]) -
 
 def _node_selector_term_matches(term: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
     labels = (node.get("metadata") or {}).get("labels") or {}
-    requirements = []
-    for expression in term.get("matchExpressions") or []:
-        operator = {
-            "In": "in",
-            "NotIn": "notin",
-            "Exists": "exists",
-            "DoesNotExist": "!",
-            "Gt": "gt",
-            "Lt": "lt",
-        }[expression["operator"]]
-        requirements.append(
-            LabelRequirement(expression["key"], operator, tuple(expression.get("values") or ()))
-        )
+    requirements = requirements_from_expressions(term.get("matchExpressions"))
     if not match_labels(requirements, labels):
         return False
     for expression in term.get("matchFields") or []:

@@ -21,6 +21,7 @@ __all__ = [
     "parse_label_selector",
     "match_labels",
     "selector_from_object",
+    "requirements_from_expressions",
     "FieldRequirement",
     "parse_field_selector",
     "match_fields",
@@ -137,19 +138,32 @@ def selector_from_object(selector: Mapping[str, Any] | None) -> list[LabelRequir
     requirements = [
         LabelRequirement(k, "=", (v,)) for k, v in (selector.get("matchLabels") or {}).items()
     ]
-    for expression in selector.get("matchExpressions") or []:
-        operator = {
-            "In": "in",
-            "NotIn": "notin",
-            "Exists": "exists",
-            "DoesNotExist": "!",
-            "Gt": "gt",
-            "Lt": "lt",
-        }[expression["operator"]]
-        requirements.append(
-            LabelRequirement(expression["key"], operator, tuple(expression.get("values") or ()))
+    return requirements + requirements_from_expressions(selector.get("matchExpressions"))
+
+
+#: the operators of ``matchExpressions`` -> those of LabelRequirement
+_EXPRESSION_OPERATORS = {
+    "In": "in",
+    "NotIn": "notin",
+    "Exists": "exists",
+    "DoesNotExist": "!",
+    "Gt": "gt",
+    "Lt": "lt",
+}
+
+
+def requirements_from_expressions(
+    expressions: list[Mapping[str, Any]] | None,
+) -> list[LabelRequirement]:
+    """``matchExpressions`` (of a label selector or a node selector term) as requirements."""
+    return [
+        LabelRequirement(
+            expression["key"],
+            _EXPRESSION_OPERATORS[expression["operator"]],
+            tuple(expression.get("values") or ()),
         )
-    return requirements
+        for expression in expressions or []
+    ]
 
 
 # --- field selectors ------------------------------------------------------------------------------
