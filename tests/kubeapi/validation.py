@@ -29,10 +29,31 @@ _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
-#: resources whose names are DNS-1123 labels (63 characters, no dots)
-_LABEL_NAMED = {("", "namespaces")}
-#: resources whose names are DNS-1035 labels (start with a letter)
-_DNS1035_NAMED = {("", "services")}
+#: (maximum length, pattern, what the message says such a name must be) of a resource's names
+_NameRule = tuple[int, re.Pattern[str], str]
+#: resources whose names are DNS-1035 labels (start with a letter) or DNS-1123 labels (63
+#: characters, no dots)
+_NAME_RULES: dict[tuple[str, str], _NameRule] = {
+    ("", "services"): (
+        63,
+        _DNS1035_LABEL,
+        "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with "
+        "an alphabetic character, and end with an alphanumeric character",
+    ),
+    ("", "namespaces"): (
+        63,
+        _DNS1123_LABEL,
+        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
+        "and must start and end with an alphanumeric character",
+    ),
+}
+#: the other resources' names: DNS-1123 subdomains
+_SUBDOMAIN_RULE: _NameRule = (
+    253,
+    _DNS1123_SUBDOMAIN,
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+    "'.', and must start and end with an alphanumeric character",
+)
 #: resources whose names are only path segments (RBAC allows colons and capitals)
 _PATH_NAMED = {
     ("rbac.authorization.k8s.io", "roles"),
@@ -45,50 +66,14 @@ _PATH_NAMED = {
 def _name_causes(rt: ResourceType, name: str) -> list[Cause]:
     key = (rt.group, rt.plural)
     if key in _PATH_NAMED:
-        if name in (".", "..") or "/" in name or "%" in name:
-            return [
-                (
-                    "metadata.name",
-                    "FieldValueInvalid",
-                    f"Invalid value: \"{name}\": may not contain '/' or '%'",
-                )
-            ]
+        bad = name in (".", "..") or "/" in name or "%" in name
+        why = "may not contain '/' or '%'"
+    else:
+        limit, pattern, why = _NAME_RULES.get(key, _SUBDOMAIN_RULE)
+        bad = len(name) > limit or not pattern.match(name)
+    if not bad:
         return []
-    if key in _DNS1035_NAMED:
-        if len(name) > 63 or not _DNS1035_LABEL.match(name):
-            return [
-                (
-                    "metadata.name",
-                    "FieldValueInvalid",
-                    f'Invalid value: "{name}": a DNS-1035 label must consist of lower case '
-                    f"alphanumeric characters or '-', start with an alphabetic character, and end "
-                    f"with an alphanumeric character",
-                )
-            ]
-        return []
-    if key in _LABEL_NAMED:
-        if len(name) > 63 or not _DNS1123_LABEL.match(name):
-            return [
-                (
-                    "metadata.name",
-                    "FieldValueInvalid",
-                    f'Invalid value: "{name}": a lowercase RFC 1123 label must consist of lower '
-                    f"case alphanumeric characters or '-', and must start and end with an "
-                    f"alphanumeric character",
-                )
-            ]
-        return []
-    if len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
-        return [
-            (
-                "metadata.name",
-                "FieldValueInvalid",
-                f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of lower '
-                f"case alphanumeric characters, '-' or '.', and must start and end with an "
-                f"alphanumeric character",
-            )
-        ]
-    return []
+    return [("metadata.name", "FieldValueInvalid", f'Invalid value: "{name}": {why}')]
 
 
 def _key_causes(field: str, key: str) -> list[Cause]:
