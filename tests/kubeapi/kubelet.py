@@ -84,6 +84,20 @@ def _annotation(pod: dict[str, Any], key: str) -> str | None:
     return annotations_of(pod).get(ANNOTATION_PREFIX + key)
 
 
+def _waiting_status(container: dict[str, Any], waiting: dict[str, Any]) -> dict[str, Any]:
+    """The status of a container that has not started (yet): ``state.waiting`` is *waiting*."""
+    return {
+        "name": container["name"],
+        "image": container.get("image", ""),
+        "imageID": "",
+        "ready": False,
+        "started": False,
+        "restartCount": 0,
+        "state": {"waiting": waiting},
+        "lastState": {},
+    }
+
+
 def _container_id(uid: str, name: str, restarts: int) -> str:
     import hashlib
 
@@ -221,16 +235,7 @@ class Kubelet(Controller):
         status = new["status"]
         status["hostIP"] = self._node_ip(pod["spec"]["nodeName"])
         status["containerStatuses"] = [
-            {
-                "name": c["name"],
-                "image": c.get("image", ""),
-                "imageID": "",
-                "ready": False,
-                "started": False,
-                "restartCount": 0,
-                "state": {"waiting": {"reason": "ContainerCreating"}},
-                "lastState": {},
-            }
+            _waiting_status(c, {"reason": "ContainerCreating"})
             for c in pod["spec"].get("containers") or []
         ]
         set_condition(status, "Initialized", "True")
@@ -250,21 +255,13 @@ class Kubelet(Controller):
         status = new["status"]
         containers = pod["spec"].get("containers") or []
         status["containerStatuses"] = [
-            {
-                "name": c["name"],
-                "image": c.get("image", ""),
-                "imageID": "",
-                "ready": False,
-                "started": False,
-                "restartCount": 0,
-                "state": {
-                    "waiting": {
-                        "reason": "ImagePullBackOff",
-                        "message": f'Back-off pulling image "{c.get("image", "")}"',
-                    }
+            _waiting_status(
+                c,
+                {
+                    "reason": "ImagePullBackOff",
+                    "message": f'Back-off pulling image "{c.get("image", "")}"',
                 },
-                "lastState": {},
-            }
+            )
             for c in containers
         ]
         self.store.write(self.emulator.rt("pods"), pod, new)

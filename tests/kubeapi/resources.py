@@ -8,6 +8,7 @@ time, so code that detects Kubeflow or KServe by discovery sees exactly what a t
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -54,28 +55,11 @@ class ResourceType:
         return f"{self.plural}.{self.group}" if self.group else self.plural
 
 
-def _core(
-    plural: str,
-    kind: str,
-    namespaced: bool = True,
-    short: tuple[str, ...] = (),
-    sub: tuple[str, ...] = (),
-    **kw: Any,
-) -> ResourceType:
-    return ResourceType("", "v1", plural, kind, namespaced, short, sub, **kw)
-
-
-def _api(
-    group: str,
-    version: str,
-    plural: str,
-    kind: str,
-    namespaced: bool = True,
-    short: tuple[str, ...] = (),
-    sub: tuple[str, ...] = (),
-    **kw: Any,
-) -> ResourceType:
-    return ResourceType(group, version, plural, kind, namespaced, short, sub, **kw)
+#: a resource of an API group: ``(group, version, plural, kind, namespaced, short names,
+#: subresources, **more fields)``
+_api = ResourceType
+#: a core (``v1``) resource: the same without the group and version
+_core = functools.partial(ResourceType, "", "v1")
 
 
 BUILTIN_RESOURCES: tuple[ResourceType, ...] = (
