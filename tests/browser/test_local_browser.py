@@ -2,7 +2,8 @@
 
 ``kubelab up`` (default config) in the background → log in → the chooser shows the profiles and
 marks the GPU profile unavailable (no GPU here) → start the CPU profile → JupyterLab loads, a
-notebook runs a cell (so the kernel's websocket goes through the proxy) → stop the server from the
+notebook runs a cell (so the kernel's websocket goes through the proxy) and a ``%%train`` cell (a
+job on the local backend, its log back in the cell) → stop the server from the
 hub's control panel. Screenshots go to tests/artifacts/ (gitignored). The chooser's layout is
 also checked with its longest texts at 1280 px and 390 px (nothing sticks out of a card).
 
@@ -147,6 +148,24 @@ def test_log_in_choose_start_lab_and_stop(up: UpProcess, page: object) -> None:
             p.keyboard.press("Control+Enter")
             expect(output).to_contain_text("An 42", timeout=40_000)
         _shot(p, "3-notebook")
+
+        # the kubelab magics: a cell runs as a training job on the local backend, its log and
+        # final status streamed back into the cell
+        cells = p.locator(".jp-Notebook .jp-Cell .cm-content")
+        for n, source in enumerate(["%load_ext kubelab", "%%train --name hello\nprint('hello from a job', 6 * 7)"]):
+            cell.click()
+            p.keyboard.press("Escape")
+            p.keyboard.press("b")  # a new cell below the last one
+            expect(cells).to_have_count(n + 2, timeout=10_000)
+            cells.nth(n + 1).click()
+            p.keyboard.type(source)
+            p.keyboard.press("Control+Enter")
+            cell = cells.nth(n + 1)
+        expect(p.locator(".jp-Notebook")).not_to_contain_text("UsageError")
+        notebook = p.locator(".jp-Notebook")
+        expect(notebook).to_contain_text("hello from a job 42", timeout=60_000)
+        expect(notebook).to_contain_text("hello: Succeeded", timeout=60_000)
+        _shot(p, "3-train")
 
         # stop the server from the hub control panel
         p.goto(f"{up.url}/hub/home")
