@@ -230,7 +230,7 @@ class Emulator:
                     self.rt("namespaces"), {"metadata": {"name": name}}, None, internal=True
                 )
         for name, kwargs in self.settings.default_nodes.items():
-            self.add_node(name, **kwargs)  # type: ignore[arg-type]
+            self.add_node(name, **kwargs)
 
     async def settle(self, rounds: int = 50) -> None:
         """Let the controllers react to what just happened (a few loop iterations)."""
@@ -273,30 +273,10 @@ class Emulator:
 
     # --- what tests do ----------------------------------------------------------------------------
 
-    def add_node(
-        self,
-        name: str,
-        *,
-        cpu: str = "8",
-        memory: str = "32Gi",
-        gpus: int = 0,
-        gpu_resource: str = "nvidia.com/gpu",
-        labels: dict[str, str] | None = None,
-        taints: list[str | dict[str, Any]] | None = None,
-        pods: int = 110,
-    ) -> dict[str, Any]:
+    def add_node(self, name: str, **kwargs: Any) -> dict[str, Any]:
+        """Create a node: *kwargs* are :func:`node_manifest`'s; each node gets the next address."""
         self._node_count += 1
-        manifest = node_manifest(
-            name,
-            cpu=cpu,
-            memory=memory,
-            gpus=gpus,
-            gpu_resource=gpu_resource,
-            labels=labels,
-            taints=taints,
-            pods=pods,
-            address=f"10.0.0.{self._node_count}",
-        )
+        manifest = node_manifest(name, address=f"10.0.0.{self._node_count}", **kwargs)
         return self.store.create(self.rt("nodes"), manifest, None, internal=True)
 
     def remove_node(self, name: str) -> None:
