@@ -6,12 +6,13 @@ These need emulator-only powers (declaring nodes, ending containers): they skip 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kubernetes_asyncio import client as aclient
 from kubernetes_asyncio import watch as awatch
+
+from kubelab.tests.kubeapi import wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -43,20 +44,6 @@ def _pod(
     }
 
 
-async def _wait_for(
-    read: Callable[[], Any], check: Callable[[Any], bool], timeout: float = 5.0
-) -> Any:
-    """Poll through the API until *check* holds (the emulator's controllers are asynchronous)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await read()
-        if check(value):
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last value: {value}")
-        await asyncio.sleep(0.01)
-
-
 def _condition(pod: Any, kind: str) -> Any:
     return next((c for c in pod.status.conditions or [] if c.type == kind), None)
 
@@ -69,7 +56,7 @@ async def test_gpu_pod_waits_with_failed_scheduling_then_runs_when_a_gpu_node_jo
     kube_cluster.add_node("cpu-1", cpu="4", memory="16Gi")
 
     await core.create_namespaced_pod(ns, _pod("train", gpus=1))
-    pod = await _wait_for(
+    pod = await wait_for(
         lambda: core.read_namespaced_pod("train", ns),
         lambda p: _condition(p, "PodScheduled") is not None,
     )
@@ -77,7 +64,7 @@ async def test_gpu_pod_waits_with_failed_scheduling_then_runs_when_a_gpu_node_jo
     assert pod.status.phase == "Pending" and pod.spec.node_name is None
     assert (scheduled.status, scheduled.reason) == ("False", "Unschedulable")
     assert scheduled.message == "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
-    events = await _wait_for(
+    events = await wait_for(
         lambda: core.list_namespaced_event(
             ns, field_selector="involvedObject.name=train,reason=FailedScheduling"
         ),
@@ -88,7 +75,7 @@ async def test_gpu_pod_waits_with_failed_scheduling_then_runs_when_a_gpu_node_jo
 
     # A tainted GPU node that the pod does not tolerate changes the reason, not the outcome.
     kube_cluster.add_node("gpu-tainted", gpus=8, taints=["nvidia.com/gpu=present:NoSchedule"])
-    pod = await _wait_for(
+    pod = await wait_for(
         lambda: core.read_namespaced_pod("train", ns),
         lambda p: "untolerated taint" in (_condition(p, "PodScheduled").message or ""),
     )
@@ -98,7 +85,7 @@ async def test_gpu_pod_waits_with_failed_scheduling_then_runs_when_a_gpu_node_jo
     )
 
     kube_cluster.add_node("gpu-1", gpus=2, labels={"nvidia.com/gpu.product": "A100"})
-    pod = await _wait_for(
+    pod = await wait_for(
         lambda: core.read_namespaced_pod("train", ns), lambda p: p.status.phase == "Running"
     )
     assert pod.spec.node_name == "gpu-1"
@@ -123,12 +110,12 @@ async def test_scheduler_counts_requests_and_deletion_frees_them(
     # nodeSelector: only nodes with the label qualify.
     await core.create_namespaced_pod(ns, _pod("picky", nodeSelector={"accelerator": "h100"}))
     await core.create_namespaced_pod(ns, _pod("first", gpus=1))
-    first = await _wait_for(
+    first = await wait_for(
         lambda: core.read_namespaced_pod("first", ns), lambda p: p.status.phase == "Running"
     )
     assert first.spec.node_name == "gpu-1"
     await core.create_namespaced_pod(ns, _pod("second", gpus=1))
-    second = await _wait_for(
+    second = await wait_for(
         lambda: core.read_namespaced_pod("second", ns),
         lambda p: _condition(p, "PodScheduled") is not None,
     )
@@ -144,7 +131,7 @@ async def test_scheduler_counts_requests_and_deletion_frees_them(
 
     # Deleting the first GPU pod frees its GPU for the second.
     await core.delete_namespaced_pod("first", ns)
-    second = await _wait_for(
+    second = await wait_for(
         lambda: core.read_namespaced_pod("second", ns), lambda p: p.status.phase == "Running"
     )
     assert second.spec.node_name == "gpu-1"
@@ -174,7 +161,7 @@ async def test_finish_pod_and_annotations_end_containers_with_logs(
             },
         ),
     )
-    pod = await _wait_for(
+    pod = await wait_for(
         lambda: core.read_namespaced_pod("scripted", ns),
         lambda p: p.status.phase in ("Succeeded", "Failed"),
     )
@@ -195,7 +182,7 @@ async def test_log_follow_streams_until_the_container_ends(kube_cluster, kube_na
     await core.create_namespaced_pod(
         ns, _pod("talker", annotations={"kubeapi.kubelab.test/logs": "start"})
     )
-    await _wait_for(
+    await wait_for(
         lambda: core.read_namespaced_pod("talker", ns), lambda p: p.status.phase == "Running"
     )
     lines: list[str] = []
@@ -216,7 +203,7 @@ async def test_restart_policy_on_failure_restarts_the_container(
     ns = kube_namespace
     await core.create_namespaced_pod(ns, _pod("flaky", restart="OnFailure"))
     kube_cluster.finish_pod(ns, "flaky", exit_code=1, logs="crash\n")
-    pod = await _wait_for(
+    pod = await wait_for(
         lambda: core.read_namespaced_pod("flaky", ns),
         lambda p: (
             p.status.container_statuses[0].restart_count == 1
@@ -251,7 +238,7 @@ async def test_resource_quota_refuses_pods_and_tracks_usage(kube_cluster, kube_n
         "used: requests.nvidia.com/gpu=2, limited: requests.nvidia.com/gpu=2"
     ) in refused.value.body
     assert '"reason":"Forbidden"' in refused.value.body
-    quota = await _wait_for(
+    quota = await wait_for(
         lambda: core.read_namespaced_resource_quota("team", ns),
         lambda q: (q.status.used or {}).get("requests.nvidia.com/gpu") == "2",
     )
@@ -260,7 +247,7 @@ async def test_resource_quota_refuses_pods_and_tracks_usage(kube_cluster, kube_n
 
     # A finished pod no longer counts.
     kube_cluster.finish_pod(ns, "a")
-    await _wait_for(
+    await wait_for(
         lambda: core.read_namespaced_resource_quota("team", ns),
         lambda q: q.status.used == {"pods": "0", "requests.nvidia.com/gpu": "0"},
     )
@@ -312,7 +299,7 @@ async def test_deployment_runs_replicas_through_a_replica_set(
             },
         },
     )
-    deployment = await _wait_for(
+    deployment = await wait_for(
         lambda: apps.read_namespaced_deployment("model", ns), lambda d: d.status.ready_replicas == 2
     )
     assert deployment.status.available_replicas == 2
@@ -321,13 +308,13 @@ async def test_deployment_runs_replicas_through_a_replica_set(
     assert all(p.metadata.name.startswith("model-") for p in pods)
 
     await apps.patch_namespaced_deployment_scale("model", ns, {"spec": {"replicas": 1}})
-    await _wait_for(
+    await wait_for(
         lambda: core.list_namespaced_pod(ns, label_selector="app=model"),
         lambda listed: len(listed.items) == 1,
     )
     # Deleting the Deployment (background propagation) takes its ReplicaSet and pods with it.
     await apps.delete_namespaced_deployment("model", ns)
-    await _wait_for(
+    await wait_for(
         lambda: core.list_namespaced_pod(ns, label_selector="app=model"),
         lambda listed: not listed.items,
     )

@@ -6,12 +6,12 @@ no manual step; they skip on a real cluster, where the annotations mean nothing.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kubernetes_asyncio import client as aclient
+
+from kubelab.tests.kubeapi import wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -36,19 +36,6 @@ def _job(name: str, *, annotations: dict[str, str], **spec: Any) -> dict[str, An
             **spec,
         },
     }
-
-
-async def _wait_for(
-    read: Callable[[], Any], check: Callable[[Any], bool], timeout: float = 10.0
-) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await read()
-        if check(value):
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last value: {value}")
-        await asyncio.sleep(0.01)
 
 
 def _conditions(job: Any) -> dict[str, str]:
@@ -77,7 +64,7 @@ async def test_single_job_runs_one_pod_to_completion(kube_namespace, kube_api):
     assert created.spec.selector.match_labels == {"batch.kubernetes.io/controller-uid": uid}
     assert created.spec.backoff_limit == 6 and created.spec.completions == 1
 
-    job = await _wait_for(lambda: batch.read_namespaced_job("once", ns), _finished)
+    job = await wait_for(lambda: batch.read_namespaced_job("once", ns), _finished)
     assert _conditions(job) == {"SuccessCriteriaMet": "True", "Complete": "True"}
     assert job.status.succeeded == 1 and not job.status.failed and not job.status.active
     assert job.status.start_time and job.status.completion_time
@@ -122,7 +109,7 @@ async def test_indexed_job_gives_each_pod_its_index(kube_namespace, kube_api):
         ),
     )
     # All three run at once (parallelism 3) before any finishes.
-    running = await _wait_for(
+    running = await wait_for(
         lambda: core.list_namespaced_pod(ns, label_selector="job-name=ddp"),
         lambda listed: len(listed.items) == 3,
     )
@@ -141,7 +128,7 @@ async def test_indexed_job_gives_each_pod_its_index(kube_namespace, kube_api):
             env.value_from.field_ref.field_path
             == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
         )
-    job = await _wait_for(lambda: batch.read_namespaced_job("ddp", ns), _finished)
+    job = await wait_for(lambda: batch.read_namespaced_job("ddp", ns), _finished)
     assert _conditions(job)["Complete"] == "True"
     assert job.status.succeeded == 3 and job.status.completed_indexes == "0-2"
 
@@ -152,7 +139,7 @@ async def test_job_fails_after_backoff_limit(kube_namespace, kube_api):
     await batch.create_namespaced_job(
         ns, _job("broken", annotations={"kubeapi.kubelab.test/exit-code": "1"}, backoffLimit=2)
     )
-    job = await _wait_for(lambda: batch.read_namespaced_job("broken", ns), _finished)
+    job = await wait_for(lambda: batch.read_namespaced_job("broken", ns), _finished)
     assert _conditions(job) == {"FailureTarget": "True", "Failed": "True"}
     failed = next(c for c in job.status.conditions if c.type == "Failed")
     assert failed.reason == "BackoffLimitExceeded"
@@ -173,7 +160,7 @@ async def test_job_retries_then_succeeds(kube_namespace, kube_api):
     await batch.create_namespaced_job(
         ns, _job("flaky", annotations={"kubeapi.kubelab.test/fail-times": "2"}, backoffLimit=3)
     )
-    job = await _wait_for(lambda: batch.read_namespaced_job("flaky", ns), _finished)
+    job = await wait_for(lambda: batch.read_namespaced_job("flaky", ns), _finished)
     assert _conditions(job)["Complete"] == "True"
     assert (job.status.failed, job.status.succeeded) == (2, 1)
 
@@ -185,10 +172,10 @@ async def test_deleting_a_job_cascades_to_its_pods_per_propagation_policy(kube_n
         await batch.create_namespaced_job(
             ns, _job(name, annotations={}, parallelism=2, completions=2)
         )
-    await _wait_for(lambda: core.list_namespaced_pod(ns), lambda listed: len(listed.items) == 6)
+    await wait_for(lambda: core.list_namespaced_pod(ns), lambda listed: len(listed.items) == 6)
 
     await batch.delete_namespaced_job("background", ns, propagation_policy="Background")
-    await _wait_for(
+    await wait_for(
         lambda: core.list_namespaced_pod(ns, label_selector="job-name=background"),
         lambda listed: not listed.items,
     )
@@ -196,7 +183,7 @@ async def test_deleting_a_job_cascades_to_its_pods_per_propagation_policy(kube_n
     # batch/v1 Jobs orphan their pods by default (and the server says so in a Warning header).
     response = await batch.delete_namespaced_job("orphaned", ns, _preload_content=False)
     assert "child pods are preserved by default" in response.headers.get("Warning", "")
-    await _wait_for(
+    await wait_for(
         lambda: batch.list_namespaced_job(ns, field_selector="metadata.name=orphaned"),
         lambda listed: not listed.items,
     )
@@ -205,7 +192,7 @@ async def test_deleting_a_job_cascades_to_its_pods_per_propagation_policy(kube_n
 
     # Foreground: the Job stays (deletionTimestamp, foregroundDeletion) until its pods are gone.
     await batch.delete_namespaced_job("foreground", ns, propagation_policy="Foreground")
-    await _wait_for(
+    await wait_for(
         lambda: batch.list_namespaced_job(ns, field_selector="metadata.name=foreground"),
         lambda listed: not listed.items,
     )
@@ -221,8 +208,8 @@ async def test_finished_job_is_deleted_after_its_ttl(kube_namespace, kube_api):
             "short", annotations={"kubeapi.kubelab.test/exit-code": "0"}, ttlSecondsAfterFinished=0
         ),
     )
-    await _wait_for(lambda: batch.list_namespaced_job(ns), lambda listed: not listed.items)
-    await _wait_for(
+    await wait_for(lambda: batch.list_namespaced_job(ns), lambda listed: not listed.items)
+    await wait_for(
         lambda: core.list_namespaced_pod(ns, label_selector="job-name=short"),
         lambda listed: not listed.items,
     )
@@ -232,13 +219,13 @@ async def test_suspended_job_creates_no_pods_until_resumed(kube_namespace, kube_
     batch, core = aclient.BatchV1Api(kube_api), aclient.CoreV1Api(kube_api)
     ns = kube_namespace
     await batch.create_namespaced_job(ns, _job("queued", annotations={}, suspend=True))
-    job = await _wait_for(
+    job = await wait_for(
         lambda: batch.read_namespaced_job("queued", ns),
         lambda j: _conditions(j).get("Suspended") == "True",
     )
     assert not (await core.list_namespaced_pod(ns, label_selector="job-name=queued")).items
     await batch.patch_namespaced_job("queued", ns, {"spec": {"suspend": False}})
-    await _wait_for(
+    await wait_for(
         lambda: core.list_namespaced_pod(ns, label_selector="job-name=queued"),
         lambda listed: len(listed.items) == 1,
     )

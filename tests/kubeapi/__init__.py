@@ -12,6 +12,7 @@ from .cluster import EmulatorOnly, KubeCluster, RealCluster
 from .errors import ApiError
 from .faults import FaultRule, Faults
 from .kubelet import ANNOTATION_PREFIX
+from .polling import wait_for
 from .requestlog import RecordedRequest, RequestLog
 from .settings import EmulatorSettings
 
@@ -26,4 +27,5 @@ __all__ = [
     "RealCluster",
     "RecordedRequest",
     "RequestLog",
+    "wait_for",
 ]
