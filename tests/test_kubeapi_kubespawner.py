@@ -43,23 +43,34 @@ class MockUser(Mock):
         return self.server.url
 
 
-async def test_plain_kubespawner_start_poll_stop(
-    kube_cluster, kube_namespace, kube_api, kube_spawner_env
-):
+def _spawner(namespace: str, user: str, **settings: Any) -> KubeSpawner:
+    """A plain KubeSpawner for *user* in *namespace* (start_timeout 30 s); *settings* are more of
+    its traits."""
     config = Config()
-    config.KubeSpawner.namespace = kube_namespace
-    config.KubeSpawner.cmd = ["jupyterhub-singleuser"]
+    config.KubeSpawner.namespace = namespace
     config.KubeSpawner.start_timeout = 30
-    config.KubeSpawner.environment = {
-        "JUPYTERHUB_API_TOKEN": "test-secret-token",
-        "JUPYTERHUB_CLIENT_ID": "ignored",
-    }
-    spawner = KubeSpawner(
+    for trait, value in settings.items():
+        setattr(config.KubeSpawner, trait, value)
+    return KubeSpawner(
         hub=Hub(),
-        user=MockUser(name="alice"),
+        user=MockUser(name=user),
         config=config,
         api_token="abc123",
         oauth_client_id="unused",
+    )
+
+
+async def test_plain_kubespawner_start_poll_stop(
+    kube_cluster, kube_namespace, kube_api, kube_spawner_env
+):
+    spawner = _spawner(
+        kube_namespace,
+        "alice",
+        cmd=["jupyterhub-singleuser"],
+        environment={
+            "JUPYTERHUB_API_TOKEN": "test-secret-token",
+            "JUPYTERHUB_CLIENT_ID": "ignored",
+        },
     )
     core = aclient.CoreV1Api(kube_api)
 
@@ -90,16 +101,7 @@ async def test_kubespawner_poll_reports_the_exit_code(
     kube_cluster, kube_namespace, kube_spawner_env
 ):
     kube_cluster.require_emulator("ends the notebook container from the test")
-    config = Config()
-    config.KubeSpawner.namespace = kube_namespace
-    config.KubeSpawner.start_timeout = 30
-    spawner = KubeSpawner(
-        hub=Hub(),
-        user=MockUser(name="bob"),
-        config=config,
-        api_token="abc123",
-        oauth_client_id="unused",
-    )
+    spawner = _spawner(kube_namespace, "bob")
     await asyncio.wait_for(spawner.start(), 30)
     # KubeSpawner's pods restart OnFailure; a clean exit ends the pod, and poll() says so.
     await asyncio.to_thread(kube_cluster.finish_pod, kube_namespace, spawner.pod_name, 0)
@@ -114,16 +116,7 @@ async def test_kubespawner_poll_reports_the_exit_code(
 async def test_kubespawner_replaces_a_leftover_pod_and_fails_on_server_errors(
     kube_cluster, kube_namespace, kube_api, kube_spawner_env
 ):
-    config = Config()
-    config.KubeSpawner.namespace = kube_namespace
-    config.KubeSpawner.start_timeout = 30
-    spawner = KubeSpawner(
-        hub=Hub(),
-        user=MockUser(name="carol"),
-        config=config,
-        api_token="abc123",
-        oauth_client_id="unused",
-    )
+    spawner = _spawner(kube_namespace, "carol")
     core = aclient.CoreV1Api(kube_api)
     # A pod of the same name left over (say, by a hub that crashed): KubeSpawner gets 409 on create,
     # deletes it, waits for it to go, and creates its own.
