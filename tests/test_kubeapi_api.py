@@ -202,6 +202,28 @@ async def test_label_and_field_selectors_with_async_client(kube_namespace, kube_
     assert unsupported.value.status == 400
 
 
+async def _watched(
+    core: aclient.CoreV1Api, ns: str, resource_version: str, count: int = 0, **query: str
+) -> list[tuple[str, str, str]]:
+    """``(type, name, resourceVersion)`` of what a watch of *ns*'s ConfigMaps from
+    *resource_version* (``timeoutSeconds=1``) delivers: its first *count* events, or all of them
+    until the server ends it."""
+    seen = []
+    async with awatch.Watch().stream(
+        core.list_namespaced_config_map,
+        ns,
+        resource_version=resource_version,
+        timeout_seconds=1,
+        **query,
+    ) as stream:
+        async for event in stream:
+            metadata = event["object"].metadata
+            seen.append((event["type"], metadata.name, metadata.resource_version))
+            if len(seen) == count:
+                break
+    return seen
+
+
 async def test_watch_resumes_from_resource_version_and_ends_at_timeout(
     kube_cluster, kube_namespace, kube_api
 ):
@@ -212,24 +234,9 @@ async def test_watch_resumes_from_resource_version_and_ends_at_timeout(
     await core.create_namespaced_config_map(ns, _configmap("ignored", {"watched": "no"}))
     await core.patch_namespaced_config_map("one", ns, {"data": {"k": "v"}})
 
-    seen = []
     loop = asyncio.get_running_loop()
     started = loop.time()
-    async with awatch.Watch().stream(
-        core.list_namespaced_config_map,
-        ns,
-        label_selector="watched=yes",
-        resource_version=start_rv,
-        timeout_seconds=1,
-    ) as stream:
-        async for event in stream:
-            seen.append(
-                (
-                    event["type"],
-                    event["object"].metadata.name,
-                    event["object"].metadata.resource_version,
-                )
-            )
+    seen = await _watched(core, ns, start_rv, label_selector="watched=yes")
     # The stream ended by itself (timeoutSeconds), after replaying only the matching events.
     assert [(t, n) for t, n, _ in seen] == [("ADDED", "one"), ("MODIFIED", "one")]
     assert loop.time() - started < 10
@@ -239,29 +246,14 @@ async def test_watch_resumes_from_resource_version_and_ends_at_timeout(
     await core.create_namespaced_config_map(ns, _configmap("two", {"watched": "yes"}))
     # An object that stops matching the selector leaves the watch as DELETED.
     await core.patch_namespaced_config_map("one", ns, {"metadata": {"labels": {"watched": "no"}}})
-    resumed = []
-    async with awatch.Watch().stream(
-        core.list_namespaced_config_map,
-        ns,
-        label_selector="watched=yes",
-        resource_version=last_rv,
-        timeout_seconds=1,
-    ) as stream:
-        async for event in stream:
-            resumed.append((event["type"], event["object"].metadata.name))
-            if len(resumed) == 2:
-                break
-    assert resumed == [("ADDED", "two"), ("DELETED", "one")]
+    resumed = await _watched(core, ns, last_rv, 2, label_selector="watched=yes")
+    assert [(t, n) for t, n, _ in resumed] == [("ADDED", "two"), ("DELETED", "one")]
 
     # A resourceVersion older than the watch history is 410 Gone.
     kube_cluster.require_emulator("compaction is not under test control on a real cluster")
     kube_cluster.compact()
     with pytest.raises(aclient.ApiException) as gone:
-        async with awatch.Watch().stream(
-            core.list_namespaced_config_map, ns, resource_version=last_rv, timeout_seconds=1
-        ) as stream:
-            async for _ in stream:
-                pass
+        await _watched(core, ns, last_rv)
     assert gone.value.status == 410
 
 
