@@ -226,15 +226,19 @@ async def teardown(ctx: _Context) -> None:
     await asyncio.to_thread(ctx.cluster.stop)
 
 
-async def baseline(ctx: _Context) -> None:
+async def _post_and_see(ctx: _Context, kind: str, url: str) -> None:
+    """POST a new pod (named *kind*-N) to *url* with aiohttp and wait for its stream to show it
+    (as *kind*:name)."""
     assert ctx.session is not None
-    name = ctx.next_name("base")
-    seen = ctx.wait_for("base:" + name)
-    async with ctx.session.post(
-        f"http://127.0.0.1:{ctx.trivial.port}/objects", json=_pod(name)
-    ) as r:
+    name = ctx.next_name(kind)
+    seen = ctx.wait_for(f"{kind}:{name}")
+    async with ctx.session.post(url, json=_pod(name)) as r:
         await r.json()
     await asyncio.wait_for(seen, 10)
+
+
+async def baseline(ctx: _Context) -> None:
+    await _post_and_see(ctx, "base", f"http://127.0.0.1:{ctx.trivial.port}/objects")
 
 
 async def subject_client(ctx: _Context) -> None:
@@ -245,14 +249,7 @@ async def subject_client(ctx: _Context) -> None:
 
 
 async def subject_raw(ctx: _Context) -> None:
-    assert ctx.session is not None
-    name = ctx.next_name("raw")
-    seen = ctx.wait_for("raw:" + name)
-    async with ctx.session.post(
-        f"{ctx.cluster.host}/api/v1/namespaces/{NAMESPACE}/pods", json=_pod(name)
-    ) as r:
-        await r.json()
-    await asyncio.wait_for(seen, 10)
+    await _post_and_see(ctx, "raw", f"{ctx.cluster.host}/api/v1/namespaces/{NAMESPACE}/pods")
 
 
 BASELINE_LABEL = "bare aiohttp JSON POST + line on an open stream, trivial server in its own thread"
