@@ -412,10 +412,7 @@ class Store:
                 (body.get("spec") or {}).get("replicas", 0)
             )
         elif rt.has_status:
-            if "status" in old:
-                new["status"] = copy.deepcopy(old["status"])
-            else:
-                new.pop("status", None)
+            _keep_status(old, new)
         return self._replace(rt, old, new, dry_run=dry_run)
 
     def patch(
@@ -485,10 +482,7 @@ class Store:
         else:
             new = patched
             if rt.has_status:
-                if "status" in old:
-                    new["status"] = copy.deepcopy(old["status"])
-                else:
-                    new.pop("status", None)
+                _keep_status(old, new)
         return self._replace(rt, old, new, dry_run=dry_run)
 
     def _replace(
@@ -710,3 +704,12 @@ def _spec_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
         return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
 
     return body(old) != body(new)
+
+
+def _keep_status(old: dict[str, Any], new: dict[str, Any]) -> None:
+    """A write to the main resource of a kind with a status subresource leaves the status as it
+    was (*new*'s is replaced by *old*'s)."""
+    if "status" in old:
+        new["status"] = copy.deepcopy(old["status"])
+    else:
+        new.pop("status", None)
