@@ -15,6 +15,23 @@ cost a second interpreter start.
 GPUs: the job gets ``CUDA_VISIBLE_DEVICES`` set to GPUs of this server that no other running local
 job holds; several GPUs run under ``torchrun --standalone --nnodes=1 --nproc-per-node=N``.
 
+Three things torchrun does that the backend makes up for:
+
+- It runs its workers with ``python -u``, which writes the text of a ``print()`` and its newline
+  separately, so two ranks printing at once glue their lines together (``rank 0 step 3rank 1 step
+  3``, then empty lines). The job's ``PYTHON_EXEC`` (the interpreter torchrun starts workers with)
+  is a launcher in the job's folder that runs the script as ``python script`` would, but with
+  stdout and stderr line-buffered: a line reaches the log in one write (text without a newline
+  waits for one, or for a flush).
+- When a worker fails, torchrun ends the log with its own report (its traceback and a box, some
+  40 lines), which pushes the worker's error out of the last lines a failure shows. After a failed
+  torchrun the wrapper appends a short summary: which rank failed first, how, and the end of that
+  rank's traceback (:func:`torchrun_failure`, run from its own source with ``python -I -c``).
+- It starts each worker in a session of its own, outside the job's process group. Cancel notes
+  the groups of the job's descendants while torchrun (their parent) lives, so the SIGKILL after the
+  grace period reaches a worker that ignored SIGTERM too (torchrun would wait 30 s for it, be
+  killed first, and leave the worker running).
+
 CPU and memory, as far as an unprivileged process can (no cgroups here), by the rules the local
 spawner uses too (:mod:`kubelab.core.limits`): ``--cpus N`` pins the job to ``ceil(N)`` CPUs
 (affinity; cores no other running job is pinned to first), which bounds its parallelism, not its
@@ -26,10 +43,13 @@ so the limit would break it). The job's record says which applied.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
+import inspect
 import json
 import os
 import select
+import shlex
 import shutil
 import signal
 import sys
@@ -62,7 +82,7 @@ from kubelab.core.jobs.types import (
 from kubelab.core.limits import plan_limits
 from kubelab.core.text import shorten
 
-__all__ = ["LocalBackend", "visible_gpus"]
+__all__ = ["LocalBackend", "torchrun_failure", "visible_gpus"]
 
 _WRAPPER = (
     "trap 'true' TERM INT HUP\n"
@@ -72,8 +92,49 @@ _WRAPPER = (
     "echo $code > exit_code\n"
     "exit $code\n"
 )
+#: a torchrun job's: the same, and after a failure (not a cancel) the summary of
+#: :func:`torchrun_failure`, appended to the log before the exit code is written (a reader that sees
+#: the code reads the whole log). Before the command: python, the summary's source, the log, the
+#: cancel mark.
+_TORCHRUN_WRAPPER = (
+    "trap 'true' TERM INT HUP\n"
+    'py=$1 summary=$2 log=$3 cancelled=$4\n'
+    "shift 4\n"
+    '"$@"\n'
+    "code=$?\n"
+    '[ $code -eq 0 ] || [ -e "$cancelled" ] || "$py" -I -c "$summary" "$log"\n'
+    "echo $code > exit_code\n"
+    "exit $code\n"
+)
+#: what torchrun's workers run (``PYTHON_EXEC``, a launcher in the job's folder, runs
+#: ``python -c`` this with the script and its arguments): the script in ``__main__`` with the
+#: ``__file__``, ``sys.argv``, ``sys.path[0]`` and tracebacks of ``python script``, and stdout and
+#: stderr line-buffered rather than torchrun's unbuffered ``-u`` (a line in one write)
+_WORKER_BOOT = """\
+import os as _os, sys as _sys
+for _f in (_sys.stdout, _sys.stderr):
+    _f.reconfigure(line_buffering=True, write_through=False)
+_sys.argv.pop(0)
+__file__ = _os.path.abspath(_sys.argv[0])
+_sys.path[0] = _os.path.dirname(__file__)
+with open(__file__, "rb") as _f:
+    _code = compile(_f.read(), __file__, "exec")
+def _excepthook(kind, value, tb, _show=_sys.excepthook):
+    if tb is not None and tb.tb_frame.f_code.co_filename == "<string>":
+        tb = tb.tb_next  # this launcher's frame: the traceback is the script's alone
+        value = value.with_traceback(tb)  # what Python prints
+    _show(kind, value, tb)
+_sys.excepthook = _excepthook
+del _os, _sys, _f, _excepthook
+exec(_code)
+"""
+#: the launcher itself (``<job>/torchrun-python``): torchrun runs ``$PYTHON_EXEC -u script args``
+_LAUNCHER = "torchrun-python"
+_WORKER_LAUNCHER = '#!/bin/sh\n[ "$1" = -u ] && shift\nexec {python} -c {boot} "$@"\n'
 #: seconds between SIGTERM and SIGKILL when cancelling
 CANCEL_GRACE = 10.0
+#: lines of the failing rank's traceback in the summary after a failed torchrun
+SUMMARY_LINES = 12
 
 
 def visible_gpus(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -178,6 +239,9 @@ class LocalBackend(Backend):
             for leftover in ("exit_code", "cancelled", "logs.txt", "metrics.jsonl"):
                 with contextlib.suppress(FileNotFoundError):
                     (job_dir / leftover).unlink()
+            torchrun = spec.gpus > 1
+            if torchrun and "PYTHON_EXEC" not in spec.env:
+                env["PYTHON_EXEC"] = _worker_launcher(job_dir)
             record: dict[str, Any] = {
                 "name": prepared.name, "backend": self.kind, "user": self.ctx.user,
                 "created": _now().isoformat(), "entry": spec.entry_name,
@@ -196,7 +260,10 @@ class LocalBackend(Backend):
             wrapper = 'cd "$KUBELAB_WORKSPACE" || exit 126\n'
             if plan.rlimit_as_kib:
                 wrapper += f"ulimit -v {plan.rlimit_as_kib} || exit 125\n"
-            wrapper += _WRAPPER.replace("exit_code", str(job_dir / "exit_code"))
+            template = _TORCHRUN_WRAPPER if torchrun else _WRAPPER
+            wrapper += template.replace("exit_code", str(job_dir / "exit_code"))
+            before = ([sys.executable, _summary_source(), str(job_dir / "logs.txt"),
+                       str(job_dir / "cancelled")] if torchrun else [])
             env["KUBELAB_WORKSPACE"] = str(prepared.workspace)
             try:
                 # posix_spawn (vfork underneath) rather than fork: a kernel process is large, and
@@ -206,7 +273,7 @@ class LocalBackend(Backend):
                 if cores:
                     os.sched_setaffinity(0, cores)
                 pid = os.posix_spawn(
-                    "/bin/sh", ["/bin/sh", "-c", wrapper, "kubelab-job", *command], env,
+                    "/bin/sh", ["/bin/sh", "-c", wrapper, "kubelab-job", *before, *command], env,
                     file_actions=[
                         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                         (os.POSIX_SPAWN_OPEN, 1, str(job_dir / "logs.txt"),
@@ -381,17 +448,21 @@ class LocalBackend(Backend):
         job_dir = Path(record["_dir"])
         (job_dir / "cancelled").write_text(_now().isoformat())
         pid = record["pid"]
+        # torchrun's workers are in sessions of their own: noted while torchrun is their parent,
+        # so the SIGKILL below reaches them too. The SIGTERM goes to the job's group only:
+        # torchrun passes it on and stops its workers in order.
+        groups = _descendant_groups(pid)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)
 
         def escalate() -> None:
             deadline = time.monotonic() + CANCEL_GRACE
             while time.monotonic() < deadline:
-                if not _group_alive(pid):
+                if not any(_group_alive(g) for g in (pid, *groups)):
                     return
                 time.sleep(0.05)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+            groups.update(_descendant_groups(pid))
+            _kill_groups((pid, *groups), signal.SIGKILL)
 
         threading.Thread(target=escalate, daemon=True, name=f"kubelab-cancel-{name}").start()
         self.wait_changed(name, 2.0)
@@ -400,16 +471,58 @@ class LocalBackend(Backend):
     def delete(self, name: str) -> None:
         record = self._record(name)
         if not self._status(record).done:
+            groups = _descendant_groups(record["pid"])
             self.cancel(name)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(record["pid"], signal.SIGKILL)
+            _kill_groups((record["pid"], *groups, *_descendant_groups(record["pid"])),
+                         signal.SIGKILL)
         job_dir = Path(record["_dir"])
         (job_dir / "job.json").unlink()
         shutil.rmtree(job_dir / "workspace", ignore_errors=True)
-        for leftover in ("exit_code", "cancelled", "logs.txt"):
+        for leftover in ("exit_code", "cancelled", "logs.txt", _LAUNCHER):
             with contextlib.suppress(FileNotFoundError):
                 (job_dir / leftover).unlink()
         self._reap(name)
+
+
+def _worker_launcher(job_dir: Path) -> str:
+    """Write the job's ``PYTHON_EXEC`` (see :data:`_WORKER_BOOT`); its path."""
+    path = job_dir / _LAUNCHER
+    path.write_text(_WORKER_LAUNCHER.format(python=shlex.quote(sys.executable),
+                                            boot=shlex.quote(_WORKER_BOOT)))
+    path.chmod(0o755)
+    return str(path)
+
+
+def _descendant_groups(pid: int) -> set[int]:
+    """The process groups of *pid*'s descendants other than its own (torchrun's workers: each
+    leads a session of its own), from one pass over ``/proc``; empty where there is none."""
+    parents: dict[int, list[tuple[int, int]]] = {}
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return set()
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] not in (b"Z", b"X"):
+            parents.setdefault(int(fields[1]), []).append((int(entry), int(fields[2])))
+    groups: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child, pgid in parents.get(todo.pop(), ()):
+            todo.append(child)
+            if pgid != pid:
+                groups.add(pgid)
+    return groups
+
+
+def _kill_groups(groups: Sequence[int], sig: signal.Signals) -> None:
+    for pgid in dict.fromkeys(groups):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -469,6 +582,80 @@ def _feed_file(stream: LogStream, path: Path, done: Any) -> None:
     finally:
         f.close()
         stream.end()
+
+
+def torchrun_failure(lines: Sequence[str], max_lines: int = 12) -> list[str]:
+    """What to append to the log of a failed torchrun job: which rank failed first, how, and the
+    end of its traceback (at most *max_lines* of it); nothing when the log has no torchrun report.
+
+    torchrun's report (the traceback of its ``ChildFailedError`` and a box naming every failed
+    rank, the first under "Root Cause") ends the log and is longer than the lines a failure
+    shows. The failing rank's own traceback is above it: each line prefixed ``[rankN]: `` by
+    PyTorch once the process group is up; before that (say an import error), unprefixed.
+
+    Runs in the job's wrapper from its own source (``python -I -c``): standard library only,
+    imported here.
+    """
+    import re
+    import signal
+
+    end = max((i for i, line in enumerate(lines) if "ChildFailedError" in line), default=-1)
+    if end < 0:
+        return []
+    rank = code = None
+    root = next((i for i in range(end, len(lines)) if lines[i].startswith("Root Cause")), None)
+    for line in lines[root:] if root is not None else ():
+        found = re.match(r"\s*(rank|exitcode)\s*:\s*(-?\d+)", line)
+        if found and found.group(1) == "rank" and rank is None:
+            rank = int(found.group(2))
+        elif found and found.group(1) == "exitcode" and code is None:
+            code = int(found.group(2))
+    if rank is None or code is None:
+        return []
+    start = max((i for i in range(end) if lines[i] == "Traceback (most recent call last):"),
+                default=end)
+    # the workers' output: above torchrun's traceback, without torchrun's own log records
+    record = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ")
+    output = [line for line in lines[:start] if not record.match(line)]
+    prefix = f"[rank{rank}]: "
+    mine = [line for line in output if line.startswith(prefix)]
+    heads = [i for i, line in enumerate(mine) if line == prefix + "Traceback (most recent call last):"]
+    if heads:
+        error = mine[heads[-1]:]
+    else:  # failed before the process group was up: an unprefixed traceback, if any
+        heads = [i for i, line in enumerate(output) if line == "Traceback (most recent call last):"]
+        error = output[heads[-1]:] if heads else []
+    if len(error) > max_lines:
+        ellipsis = error[0].replace("Traceback (most recent call last):", "  ...")
+        error = [error[0], ellipsis, *error[len(error) - max_lines + 2:]]
+    if code < 0:
+        try:
+            how = f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"killed by signal {-code}"
+    else:
+        how = f"exit code {code}"
+    head = f"kubelab: torchrun: rank {rank} failed first ({how})"
+    if not error:
+        return [head + "; no traceback from it (torchrun's report is above)"]
+    return [head + "; its error:", *error]
+
+
+@functools.cache
+def _summary_source() -> str:
+    """The script the wrapper of a torchrun job runs after a failure: :func:`torchrun_failure`
+    on the last MiB of the log (its argument), printed (into the log)."""
+    return "\n".join([
+        "from __future__ import annotations",
+        inspect.getsource(torchrun_failure),
+        "import sys",
+        "with open(sys.argv[1], 'rb') as f:",
+        "    f.seek(max(0, f.seek(0, 2) - (1 << 20)))",
+        "    text = f.read().decode('utf-8', 'replace')",
+        f"for line in torchrun_failure(text.splitlines(), {SUMMARY_LINES}):",
+        "    print(line)",
+        "",
+    ])
 
 
 def _signal_text(code: int) -> str:
