@@ -115,6 +115,19 @@ def test_failure_has_exit_code_and_last_lines(local: LocalBackend) -> None:
     assert job.wait(timeout=1, check=False).exit_code == 7
 
 
+def test_a_jobs_folder_with_spaces_and_quotes_in_its_path(tmp_path: Path, workdir: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = make_backend(tmp_path / "my jobs" / "it's here")
+    monkeypatch.chdir(workdir)
+    try:
+        backend.submit(JobSpec(source="print('ran')\nraise SystemExit(3)\n", name="spaced"))
+        info = backend.wait("spaced", 30)
+        assert info.status.exit_code == 3  # the wrapper wrote it where the backend reads it
+        assert backend.tail("spaced", 1) == ["ran"]
+    finally:
+        kill_all(backend)
+
+
 def test_a_traceback_is_in_the_last_lines(local: LocalBackend) -> None:
     job = kubelab.train(code="import missing_module_xyz\n")
     info = local.wait(job.name, 30)

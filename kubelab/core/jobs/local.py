@@ -261,7 +261,7 @@ class LocalBackend(Backend):
             if plan.rlimit_as_kib:
                 wrapper += f"ulimit -v {plan.rlimit_as_kib} || exit 125\n"
             template = _TORCHRUN_WRAPPER if torchrun else _WRAPPER
-            wrapper += template.replace("exit_code", str(job_dir / "exit_code"))
+            wrapper += template.replace("exit_code", shlex.quote(str(job_dir / "exit_code")))
             before = ([sys.executable, _summary_source(), str(job_dir / "logs.txt"),
                        str(job_dir / "cancelled")] if torchrun else [])
             env["KUBELAB_WORKSPACE"] = str(prepared.workspace)
