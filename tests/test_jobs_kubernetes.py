@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from kubelab.core import objects, podsecurity
+from kubelab.core.jobs import k8s_objects as ko
+from kubelab.core.jobs import torchrun
 from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.errors import BackendError, JobExists, JobFailed, JobNotFound, QuotaExceeded
 from kubelab.core.jobs.kubernetes import KubernetesBackend
@@ -221,7 +224,10 @@ def test_multi_node_indexed_job_and_headless_service(kube_cluster, kube_namespac
                                        "effect": "NoSchedule"}]
         container = pod["containers"][0]
         assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
-        assert container["command"][4:] == [
+        # torchrun's runner, kubelab.core.jobs.torchrun's source (the helper), then the command
+        assert container["command"][:5] == ["sh", "-c", ko.TORCHRUN_RUNNER, "kubelab-job",
+                                            torchrun.helper_source()]
+        assert container["command"][5:] == [
             "torchrun", "--nnodes=$(NNODES)", "--nproc-per-node=4", "--node-rank=$(NODE_RANK)",
             "--master-addr=$(MASTER_ADDR)", "--master-port=$(MASTER_PORT)", "train.py",
             "--epochs", "3"]
@@ -455,7 +461,7 @@ def test_pytorchjob_when_only_kubeflow_training_operator_is_served(
         assert replicas["Master"]["replicas"] == 1 and replicas["Worker"]["replicas"] == 2
         container = replicas["Worker"]["template"]["spec"]["containers"][0]
         assert container["name"] == "pytorch"
-        assert container["command"][4:] == ["torchrun", "--nproc-per-node=2", "train.py"]
+        assert container["command"][5:] == ["torchrun", "--nproc-per-node=2", "train.py"]
         assert obj["spec"]["runPolicy"]["ttlSecondsAfterFinished"] == 604800
         for replica in ("Master", "Worker"):
             pod = replicas[replica]["template"]["spec"]
@@ -539,6 +545,7 @@ def test_the_trainjob_command_unpacks_then_runs(tmp_path: Path, work: Path) -> N
         submission="x", summary={}, kind="TrainJob", snapshot_store=str(snap.store),
         snapshot_id=snap.id)
     command = built.main["spec"]["trainer"]["command"]
+    command[2] = command[2].replace("/dev/shm", str(tmp_path))  # the pod's own /dev/shm
     # `torchrun` stands in for itself: a script printing where it runs and its arguments
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -803,3 +810,178 @@ def test_kubelab_kubeconfig_chooses_kubernetes(kube_cluster, kube_namespace: str
     with pytest.raises(BackendError, match="KUBELAB_KUBECONFIG names '/no/such/file', which is "
                                            "not a file"):
         make_backend({**base, "KUBELAB_KUBECONFIG": "/no/such/file"})
+
+
+def _as_kubernetes_expands(arg: str, env: dict[str, str]) -> str:
+    """A command argument as the kubelet passes it: ``$(NAME)`` of a defined variable replaced
+    by its value, ``$$`` by ``$``, anything else as it is."""
+    import re
+
+    return re.sub(r"\$\$|\$\((\w+)\)",
+                  lambda m: "$" if m[0] == "$$" else env.get(m[1], m[0]), arg)
+
+
+@pytest.mark.parametrize("shebang", ["direct", "env python3", "sh wrapper, only python"])
+def test_torchruns_workers_get_the_launcher_for_torchruns_own_python(
+        tmp_path: Path, shebang: str) -> None:
+    """The pod's shell writes torchrun's PYTHON_EXEC for the interpreter torchrun runs with (its
+    ``#!`` line; else python3, else python on PATH). `torchrun` stands in for itself: a Python
+    script that starts one worker as torchrun does, ``$PYTHON_EXEC -u script args``."""
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    name = "python" if "only python" in shebang else "python3"
+    (bin_dir / name).symlink_to(sys.executable)
+    first = {"direct": f"#!{bin_dir / name}\n", "env python3": "#!/usr/bin/env python3\n",
+             "sh wrapper, only python": "#!/bin/sh\n'''exec' python \"$0\" \"$@\"\n'''\n"}[shebang]
+    (bin_dir / "torchrun").write_text(
+        first + "import os, sys\nos.execv(os.environ['PYTHON_EXEC'], "
+                "[os.environ['PYTHON_EXEC'], '-u', *sys.argv[1:]])\n")
+    (bin_dir / "torchrun").chmod(0o755)
+    (tmp_path / "show.py").write_text(
+        "import sys\nprint(sys.executable, sys.argv, __name__, sys.stdout.line_buffering, "
+        "sys.stderr.line_buffering)\n")
+    command = ko.pod_shell(["torchrun", "show.py", "a b"], tee=False)
+    assert command[:5] == ["sh", "-c", ko.TORCHRUN_EXEC, "kubelab-job", torchrun.helper_source()]
+    command[2] = command[2].replace("/dev/shm", str(tmp_path))
+    # no other program: what the shell needs of PATH is python (and env for `#!/usr/bin/env`)
+    path = f"{bin_dir}:/usr/bin" if shebang == "env python3" else str(bin_dir)
+    done = subprocess.run(["/bin/sh", *command[1:]], env={"PATH": path}, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{bin_dir / name} ['show.py', 'a b'] __main__ True True\n"
+    launcher = (tmp_path / ".kubelab-python").read_text()
+    assert launcher == torchrun.launcher_text(str(bin_dir / name))
+    # a PYTHON_EXEC of the user's own is kept
+    done = subprocess.run(["/bin/sh", *command[1:]], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": path, "PYTHON_EXEC": str(bin_dir / name)}, timeout=30)
+    assert done.stdout.split()[-2:] == ["False", "False"], done.stderr  # python -u show.py
+
+
+def test_the_pod_commands_survive_kubernetes_expansion() -> None:
+    """Kubernetes expands ``$(NAME)`` and ``$$`` in a command: the runners and the sources a pod
+    runs have neither."""
+    for text in (ko.RUNNER, ko.TORCHRUN_RUNNER, ko.TORCHRUN_EXEC, torchrun.helper_source(),
+                 *ko.unpack_command("s", "i", "w")):
+        assert "$(" not in text and "$$" not in text
+
+
+#: each rank prints 100 lines at the same moment as the others; with $FAIL, rank 1 raises
+#: and the others wait to be stopped
+POD_DDP = '''\
+import os, sys, time
+import torch.distributed as dist
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+for i in range(100):
+    dist.barrier()
+    print(f"rank {rank} says {i}")
+if os.environ.get("FAIL"):
+    if rank == 1:
+        raise RuntimeError("rank 1 broke on purpose")
+    time.sleep(60)
+dist.barrier()
+print(f"rank {rank} done", flush=True)
+dist.destroy_process_group()
+'''
+
+
+def _run_indexed_job_pods(tmp_path: Path, env: dict[str, str]):
+    """The two pods of a 2-node indexed Job (2 workers each) run here as their containers run:
+    the container's command after Kubernetes' expansion, its env, its working directory; pod
+    DNS (rank 0's address) is 127.0.0.1 and each pod has its own /dev/shm."""
+    import socket
+    import subprocess
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "ddp.py").write_text(POD_DDP)
+    built = ko.build(
+        name="dist", namespace="ns", user="alice", image=IMAGE, entry="ddp.py", args=["x"],
+        workdir=str(ws), gpus=2, nodes=2, cpus=None, memory=None, env=env, datasets=[],
+        gpu_type=None, pod_security=CONFIG.pod_security, home_claim=None, home_mount="/home",
+        ttl_seconds_after_finished=None, active_deadline_seconds=None, service_account=None,
+        submission="x", summary={}, log_dir=str(tmp_path / "logs"))
+    (container,) = built.main["spec"]["template"]["spec"]["containers"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for index in range(2):
+        pod_env = {e["name"]: e.get("value", str(index)) for e in container["env"]}
+        pod_env.update(PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin",
+                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        command = [_as_kubernetes_expands(arg, pod_env) for arg in container["command"]]
+        shm = tmp_path / f"shm-{index}"
+        shm.mkdir()
+        command[2] = command[2].replace("/dev/shm", str(shm))
+        procs.append(subprocess.Popen(command, env=pod_env, cwd=container["workingDir"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, start_new_session=True))
+    return container, procs
+
+
+def _stop(procs) -> None:
+    import os
+    import signal
+
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+
+
+def test_an_indexed_jobs_pods_run_torchrun_with_whole_lines(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    container, procs = _run_indexed_job_pods(tmp_path, {"OMP_NUM_THREADS": "1"})
+    try:
+        outs = [proc.communicate(timeout=120)[0] for proc in procs]
+    finally:
+        _stop(procs)
+    assert container["command"][5:8] == ["torchrun", "--nnodes=$(NNODES)", "--nproc-per-node=2"]
+    assert [proc.returncode for proc in procs] == [0, 0], outs
+    for node, out in enumerate(outs):
+        lines = out.splitlines()
+        # the pod's log (its output) and the copy on the volume: the same lines
+        assert (tmp_path / f"logs/rank-{node}.txt").read_text() == out
+        # every line whole, though both of the pod's workers print each at the same moment
+        for rank in (2 * node, 2 * node + 1):
+            assert [line for line in lines if line.startswith(f"rank {rank} says ")] == [
+                f"rank {rank} says {i}" for i in range(100)], out
+            assert f"rank {rank} done" in lines
+        assert "" not in lines, out
+        assert not any(line.startswith("kubelab:") for line in lines), out
+        # the workers ran under the launcher the pod's shell wrote into its /dev/shm
+        launcher = (tmp_path / f"shm-{node}/.kubelab-python").read_text()
+        assert launcher == torchrun.launcher_text(sys.executable)
+
+
+def test_a_failed_torchrun_in_a_pod_ends_its_log_with_the_failing_ranks_error(
+        tmp_path: Path) -> None:
+    """Node 0's rank 1 raises: node 0's torchrun fails, and the pod's log ends with the summary;
+    node 1 is then stopped (SIGTERM, as the Job controller stops a failed Job's pods): no
+    summary there."""
+    import signal
+
+    pytest.importorskip("torch")
+    _, procs = _run_indexed_job_pods(tmp_path, {"OMP_NUM_THREADS": "1", "FAIL": "1"})
+    try:
+        out = procs[0].communicate(timeout=120)[0]
+        assert procs[0].returncode == 1, out
+        procs[1].send_signal(signal.SIGTERM)
+        other = procs[1].communicate(timeout=60)[0]
+    finally:
+        _stop(procs)
+    lines = out.splitlines()
+    assert any("ChildFailedError" in line for line in lines)
+    head = "kubelab: torchrun: rank 1 failed first (exit code 1); its error:"
+    summary = lines[lines.index(head):]
+    assert summary[1] == "[rank1]: Traceback (most recent call last):"
+    assert re.fullmatch(r'\[rank1\]:   File ".*/ws/ddp.py", line 11, in <module>', summary[2])
+    assert summary[-1] == "[rank1]: RuntimeError: rank 1 broke on purpose"
+    # the copy on the volume ends the same way: what Job.logs() reads once the pod is gone
+    assert (tmp_path / "logs/rank-0.txt").read_text().splitlines()[-len(summary):] == summary
+    assert "rank 2 says 99" in other.splitlines()
+    assert not any(line.startswith("kubelab:") for line in other.splitlines()), other

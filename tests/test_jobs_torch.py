@@ -23,7 +23,8 @@ from kubelab.core.jobs import local as local_module
 from kubelab.core.jobs.api import Job, set_backend
 from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.errors import JobFailed
-from kubelab.core.jobs.local import LocalBackend, torchrun_failure
+from kubelab.core.jobs.local import LocalBackend
+from kubelab.core.jobs.torchrun import torchrun_failure
 from kubelab.core.jobs.types import JobPhase
 from kubelab.core.notebook_env import NotebookEnv
 from kubelab.labextension.controller import JobsController

@@ -21,10 +21,11 @@ from typing import Any
 
 from kubelab.core import objects
 from kubelab.core.config import Dataset, GpuType, PodSecurity
-from kubelab.core.jobs import pack
+from kubelab.core.jobs import pack, torchrun
 
 __all__ = ["JobObjects", "JOB_LABEL", "SPEC_ANNOTATION", "SUBMISSION_ANNOTATION",
-           "CANCELLED_ANNOTATION", "CONTAINER", "MASTER_PORT", "build"]
+           "CANCELLED_ANNOTATION", "CONTAINER", "MASTER_PORT", "RUNNER", "TORCHRUN_RUNNER",
+           "build", "pod_shell"]
 
 JOB_LABEL = "kubelab.dev/job"
 SPEC_ANNOTATION = "kubelab.dev/job-spec"
@@ -44,16 +45,20 @@ INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 #: command: the shell is PID 1, which the kernel shields from signals it does not handle; the
 #: trap is the shell's first command, and a signal that came before the command's pid was known
 #: is passed on once it is. No ``$$`` (Kubernetes would turn it into ``$``) and no ``$(`` (a
-#: Kubernetes variable reference).
-RUNNER = """\
+#: Kubernetes variable reference). Built from the pieces below; :data:`TORCHRUN_RUNNER` adds to it.
+_TRAP = """\
 pid= stop=
 trap 'stop=1; [ -z "$pid" ] || kill -TERM "$pid" 2>/dev/null' TERM INT
+"""
+_TEE_OPEN = """\
 log="$KUBELAB_LOG_DIR/rank-${NODE_RANK:-${PET_NODE_RANK:-0}}.txt"
 fifo=/dev/shm/.kubelab-log
 if ! mkdir -p "$KUBELAB_LOG_DIR" || ! : >> "$log" || ! mkfifo "$fifo"; then
   echo "kubelab: cannot keep a copy of the log in $KUBELAB_LOG_DIR" >&2
   exec "$@"
 fi
+"""
+_TEE_RUN = """\
 tee -a "$log" < "$fifo" &
 tee_pid=$!
 "$@" > "$fifo" 2>&1 &
@@ -66,8 +71,67 @@ while :; do
 done
 wait "$tee_pid"
 rm -f "$fifo"
-exit "$code"
 """
+_EXIT = 'exit "$code"\n'
+RUNNER = _TRAP + _TEE_OPEN + _TEE_RUN + _EXIT
+
+#: A torchrun command's runner, before the command: :mod:`kubelab.core.jobs.torchrun`'s source
+#: (the helper). Its workers get ``PYTHON_EXEC``: a launcher in the pod's ``/dev/shm`` that runs
+#: them line-buffered (their lines whole in the log), written by the helper run with torchrun's
+#: own interpreter: the one its ``#!`` line names (``#!/usr/bin/env NAME``: NAME on ``PATH``),
+#: which is what torchrun's ``sys.executable`` is, so the workers run as they would without the
+#: launcher (same venv or conda env); where that line names no Python (a ``#!/bin/sh`` wrapper,
+#: a binary), ``python3``, else ``python``, on ``PATH``. Why ``/dev/shm``: the pod's own
+#: memory-backed ``emptyDir`` that kubelab always mounts (the runner's FIFO is there too), so it
+#: is writable by the pod's non-root user and, unlike a container runtime's default ``/dev/shm``,
+#: not ``noexec``, whatever the image's ``/tmp`` is; and not the workspace, which is the user's.
+#: A ``PYTHON_EXEC`` of the user's own is kept. After a failed torchrun (not one the pod was told
+#: to stop) the helper appends the summary of the failure (the failing rank and its error) to
+#: the container's log and the log's copy, reading this run's part of the copy.
+_TORCHRUN_SETUP = """\
+helper=$1
+shift
+py=
+if torchrun=`command -v "$1"` && read -r line < "$torchrun"; then
+  case $line in
+    '#!'*/env' '*) py=`command -v "${line##* }"` ;;
+    '#!/'*) py=${line#??}; py=${py%% *} ;;
+  esac
+fi
+case $py in */python*) [ -x "$py" ] || py= ;; *) py= ;; esac
+[ -n "$py" ] || py=`command -v python3 || command -v python`
+launcher=/dev/shm/.kubelab-python
+if [ -n "$PYTHON_EXEC" ]; then
+  :
+elif [ -n "$py" ] && "$py" -I -c "$helper" launcher "$launcher"; then
+  export PYTHON_EXEC="$launcher"
+else
+  echo "kubelab: no line-buffered launcher for torchrun's workers (no Python found)" >&2
+fi
+"""
+_TORCHRUN_START = """\
+start=`wc -c 2>/dev/null < "$log"`
+"""
+_TORCHRUN_SUMMARY = """\
+if [ "$code" -ne 0 ] && [ -z "$stop" ] && [ -n "$py" ]; then
+  "$py" -I -c "$helper" summary "$log" "$start" | tee -a "$log"
+fi
+"""
+TORCHRUN_RUNNER = (_TRAP + _TORCHRUN_SETUP + _TEE_OPEN + _TORCHRUN_START + _TEE_RUN
+                   + _TORCHRUN_SUMMARY + _EXIT)
+#: a torchrun command's shell without a copy of the log: the launcher only
+TORCHRUN_EXEC = _TRAP + _TORCHRUN_SETUP + 'exec "$@"\n'
+
+
+def pod_shell(command: Sequence[str], *, tee: bool) -> list[str]:
+    """*command* as the container runs it: under :data:`RUNNER` with *tee* (a copy of the log),
+    and a torchrun command under :data:`TORCHRUN_RUNNER` (or :data:`TORCHRUN_EXEC`), the helper's
+    source before it; else as it is. What the shell runs is ``"$@"``, readable in the pod spec
+    after the helper."""
+    if command[:1] == ["torchrun"]:
+        script = TORCHRUN_RUNNER if tee else TORCHRUN_EXEC
+        return ["sh", "-c", script, "kubelab-job", torchrun.helper_source(), *command]
+    return ["sh", "-c", RUNNER, "kubelab-job", *command] if tee else list(command)
 
 
 def unpack_command(store: str, snapshot_id: str, workdir: str) -> list[str]:
@@ -196,8 +260,7 @@ def build(*, name: str, namespace: str, user: str, image: str, entry: str, args:
     else:
         command = ["python", "-u", entry, *args]
 
-    if log_dir:
-        command = ["sh", "-c", RUNNER, "kubelab-job", *command]
+    command = pod_shell(command, tee=bool(log_dir))
     container: dict[str, Any] = {
         "name": "pytorch" if kind == "PyTorchJob" else CONTAINER,
         "image": image, "command": command, "workingDir": workdir, "env": env_list,
@@ -301,15 +364,16 @@ def _train_job(name: str, namespace: str, lbls: Mapping[str, str], annotations: 
     # The runtime sets PET_NNODES, PET_NODE_RANK, PET_MASTER_ADDR... which torchrun reads; the
     # shell unpacks the workspace (podSpecOverrides cannot add an init container) and moves into
     # it (a TrainJob has no workingDir of its own).
+    # The runner and the helper are those of a Job's torchrun command (pod_shell).
     script = 'cd "$0" || exit 1\n'
     pre: list[str] = []
     if unpack is not None:
         script = '"$1" "$2" "$3" "$4" "$5" "$6" "$0" || exit 1\nshift 6\n' + script
         pre = unpack[:-1]  # python -I -c SOURCE STORE ID; the workspace is $0
-    script += (RUNNER if tee else 'exec "$@"\n')
+    _sh, _c, runner, _name, *run = pod_shell(["torchrun", entry, *args], tee=tee)
     trainer: dict[str, Any] = {
         "image": image,
-        "command": ["sh", "-c", script, workdir, *pre, "torchrun", entry, *args],
+        "command": ["sh", "-c", script + runner, workdir, *pre, *run],
         "numNodes": nodes, "numProcPerNode": per_node, "env": env_list,
     }
     if resources:

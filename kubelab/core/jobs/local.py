@@ -15,18 +15,13 @@ cost a second interpreter start.
 GPUs: the job gets ``CUDA_VISIBLE_DEVICES`` set to GPUs of this server that no other running local
 job holds; several GPUs run under ``torchrun --standalone --nnodes=1 --nproc-per-node=N``.
 
-Three things torchrun does that the backend makes up for:
+Three things torchrun does that the backend makes up for: the first two as the Kubernetes backend
+does too (:mod:`kubelab.core.jobs.torchrun`):
 
-- It runs its workers with ``python -u``, which writes the text of a ``print()`` and its newline
-  separately, so two ranks printing at once glue their lines together (``rank 0 step 3rank 1 step
-  3``, then empty lines). The job's ``PYTHON_EXEC`` (the interpreter torchrun starts workers with)
-  is a launcher in the job's folder that runs the script as ``python script`` would, but with
-  stdout and stderr line-buffered: a line reaches the log in one write (text without a newline
-  waits for one, or for a flush).
-- When a worker fails, torchrun ends the log with its own report (its traceback and a box, some
-  40 lines), which pushes the worker's error out of the last lines a failure shows. After a failed
-  torchrun the wrapper appends a short summary: which rank failed first, how, and the end of that
-  rank's traceback (:func:`torchrun_failure`, run from its own source with ``python -I -c``).
+- Its workers' lines glue together (``python -u``): the job's ``PYTHON_EXEC`` is a launcher in the
+  job's folder that runs them line-buffered.
+- A failed worker's error is pushed out of the last lines by torchrun's report: after a failed
+  torchrun (not a cancel) the wrapper appends a summary naming the rank and its error.
 - It starts each worker in a session of its own, outside the job's process group. Cancel notes
   the groups of the job's descendants while torchrun (their parent) lives, so the SIGKILL after the
   grace period reaches a worker that ignored SIGTERM too (torchrun would wait 30 s for it, be
@@ -43,9 +38,7 @@ so the limit would break it). The job's record says which applied.
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.util
-import inspect
 import json
 import os
 import select
@@ -71,6 +64,7 @@ from kubelab.core.jobs.backend import (
 )
 from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.errors import BackendError, InvalidJobSpec, JobNotFound, QuotaExceeded
+from kubelab.core.jobs.torchrun import helper_source, write_launcher
 from kubelab.core.jobs.types import (
     JobInfo,
     JobPhase,
@@ -82,7 +76,7 @@ from kubelab.core.jobs.types import (
 from kubelab.core.limits import plan_limits
 from kubelab.core.text import shorten
 
-__all__ = ["LocalBackend", "torchrun_failure", "visible_gpus"]
+__all__ = ["LocalBackend", "visible_gpus"]
 
 _WRAPPER = (
     "trap 'true' TERM INT HUP\n"
@@ -93,48 +87,23 @@ _WRAPPER = (
     "exit $code\n"
 )
 #: a torchrun job's: the same, and after a failure (not a cancel) the summary of
-#: :func:`torchrun_failure`, appended to the log before the exit code is written (a reader that sees
-#: the code reads the whole log). Before the command: python, the summary's source, the log, the
-#: cancel mark.
+#: :func:`kubelab.core.jobs.torchrun.torchrun_failure`, appended to the log before the exit code is
+#: written (a reader that sees the code reads the whole log). Before the command: python,
+#: :func:`kubelab.core.jobs.torchrun.helper_source`, the log, the cancel mark.
 _TORCHRUN_WRAPPER = (
     "trap 'true' TERM INT HUP\n"
-    'py=$1 summary=$2 log=$3 cancelled=$4\n'
+    'py=$1 helper=$2 log=$3 cancelled=$4\n'
     "shift 4\n"
     '"$@"\n'
     "code=$?\n"
-    '[ $code -eq 0 ] || [ -e "$cancelled" ] || "$py" -I -c "$summary" "$log"\n'
+    '[ $code -eq 0 ] || [ -e "$cancelled" ] || "$py" -I -c "$helper" summary "$log"\n'
     "echo $code > exit_code\n"
     "exit $code\n"
 )
-#: what torchrun's workers run (``PYTHON_EXEC``, a launcher in the job's folder, runs
-#: ``python -c`` this with the script and its arguments): the script in ``__main__`` with the
-#: ``__file__``, ``sys.argv``, ``sys.path[0]`` and tracebacks of ``python script``, and stdout and
-#: stderr line-buffered rather than torchrun's unbuffered ``-u`` (a line in one write)
-_WORKER_BOOT = """\
-import os as _os, sys as _sys
-for _f in (_sys.stdout, _sys.stderr):
-    _f.reconfigure(line_buffering=True, write_through=False)
-_sys.argv.pop(0)
-__file__ = _os.path.abspath(_sys.argv[0])
-_sys.path[0] = _os.path.dirname(__file__)
-with open(__file__, "rb") as _f:
-    _code = compile(_f.read(), __file__, "exec")
-def _excepthook(kind, value, tb, _show=_sys.excepthook):
-    if tb is not None and tb.tb_frame.f_code.co_filename == "<string>":
-        tb = tb.tb_next  # this launcher's frame: the traceback is the script's alone
-        value = value.with_traceback(tb)  # what Python prints
-    _show(kind, value, tb)
-_sys.excepthook = _excepthook
-del _os, _sys, _f, _excepthook
-exec(_code)
-"""
-#: the launcher itself (``<job>/torchrun-python``): torchrun runs ``$PYTHON_EXEC -u script args``
+#: torchrun's ``PYTHON_EXEC`` in the job's folder (:func:`kubelab.core.jobs.torchrun.launcher_text`)
 _LAUNCHER = "torchrun-python"
-_WORKER_LAUNCHER = '#!/bin/sh\n[ "$1" = -u ] && shift\nexec {python} -c {boot} "$@"\n'
 #: seconds between SIGTERM and SIGKILL when cancelling
 CANCEL_GRACE = 10.0
-#: lines of the failing rank's traceback in the summary after a failed torchrun
-SUMMARY_LINES = 12
 
 
 def visible_gpus(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -241,7 +210,8 @@ class LocalBackend(Backend):
                     (job_dir / leftover).unlink()
             torchrun = spec.gpus > 1
             if torchrun and "PYTHON_EXEC" not in spec.env:
-                env["PYTHON_EXEC"] = _worker_launcher(job_dir)
+                env["PYTHON_EXEC"] = str(job_dir / _LAUNCHER)
+                write_launcher(env["PYTHON_EXEC"], sys.executable)
             record: dict[str, Any] = {
                 "name": prepared.name, "backend": self.kind, "user": self.ctx.user,
                 "created": _now().isoformat(), "entry": spec.entry_name,
@@ -262,7 +232,7 @@ class LocalBackend(Backend):
                 wrapper += f"ulimit -v {plan.rlimit_as_kib} || exit 125\n"
             template = _TORCHRUN_WRAPPER if torchrun else _WRAPPER
             wrapper += template.replace("exit_code", shlex.quote(str(job_dir / "exit_code")))
-            before = ([sys.executable, _summary_source(), str(job_dir / "logs.txt"),
+            before = ([sys.executable, helper_source(), str(job_dir / "logs.txt"),
                        str(job_dir / "cancelled")] if torchrun else [])
             env["KUBELAB_WORKSPACE"] = str(prepared.workspace)
             try:
@@ -484,15 +454,6 @@ class LocalBackend(Backend):
         self._reap(name)
 
 
-def _worker_launcher(job_dir: Path) -> str:
-    """Write the job's ``PYTHON_EXEC`` (see :data:`_WORKER_BOOT`); its path."""
-    path = job_dir / _LAUNCHER
-    path.write_text(_WORKER_LAUNCHER.format(python=shlex.quote(sys.executable),
-                                            boot=shlex.quote(_WORKER_BOOT)))
-    path.chmod(0o755)
-    return str(path)
-
-
 def _descendant_groups(pid: int) -> set[int]:
     """The process groups of *pid*'s descendants other than its own (torchrun's workers: each
     leads a session of its own), from one pass over ``/proc``; empty where there is none."""
@@ -582,80 +543,6 @@ def _feed_file(stream: LogStream, path: Path, done: Any) -> None:
     finally:
         f.close()
         stream.end()
-
-
-def torchrun_failure(lines: Sequence[str], max_lines: int = 12) -> list[str]:
-    """What to append to the log of a failed torchrun job: which rank failed first, how, and the
-    end of its traceback (at most *max_lines* of it); nothing when the log has no torchrun report.
-
-    torchrun's report (the traceback of its ``ChildFailedError`` and a box naming every failed
-    rank, the first under "Root Cause") ends the log and is longer than the lines a failure
-    shows. The failing rank's own traceback is above it: each line prefixed ``[rankN]: `` by
-    PyTorch once the process group is up; before that (say an import error), unprefixed.
-
-    Runs in the job's wrapper from its own source (``python -I -c``): standard library only,
-    imported here.
-    """
-    import re
-    import signal
-
-    end = max((i for i, line in enumerate(lines) if "ChildFailedError" in line), default=-1)
-    if end < 0:
-        return []
-    rank = code = None
-    root = next((i for i in range(end, len(lines)) if lines[i].startswith("Root Cause")), None)
-    for line in lines[root:] if root is not None else ():
-        found = re.match(r"\s*(rank|exitcode)\s*:\s*(-?\d+)", line)
-        if found and found.group(1) == "rank" and rank is None:
-            rank = int(found.group(2))
-        elif found and found.group(1) == "exitcode" and code is None:
-            code = int(found.group(2))
-    if rank is None or code is None:
-        return []
-    start = max((i for i in range(end) if lines[i] == "Traceback (most recent call last):"),
-                default=end)
-    # the workers' output: above torchrun's traceback, without torchrun's own log records
-    record = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ")
-    output = [line for line in lines[:start] if not record.match(line)]
-    prefix = f"[rank{rank}]: "
-    mine = [line for line in output if line.startswith(prefix)]
-    heads = [i for i, line in enumerate(mine) if line == prefix + "Traceback (most recent call last):"]
-    if heads:
-        error = mine[heads[-1]:]
-    else:  # failed before the process group was up: an unprefixed traceback, if any
-        heads = [i for i, line in enumerate(output) if line == "Traceback (most recent call last):"]
-        error = output[heads[-1]:] if heads else []
-    if len(error) > max_lines:
-        ellipsis = error[0].replace("Traceback (most recent call last):", "  ...")
-        error = [error[0], ellipsis, *error[len(error) - max_lines + 2:]]
-    if code < 0:
-        try:
-            how = f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            how = f"killed by signal {-code}"
-    else:
-        how = f"exit code {code}"
-    head = f"kubelab: torchrun: rank {rank} failed first ({how})"
-    if not error:
-        return [head + "; no traceback from it (torchrun's report is above)"]
-    return [head + "; its error:", *error]
-
-
-@functools.cache
-def _summary_source() -> str:
-    """The script the wrapper of a torchrun job runs after a failure: :func:`torchrun_failure`
-    on the last MiB of the log (its argument), printed (into the log)."""
-    return "\n".join([
-        "from __future__ import annotations",
-        inspect.getsource(torchrun_failure),
-        "import sys",
-        "with open(sys.argv[1], 'rb') as f:",
-        "    f.seek(max(0, f.seek(0, 2) - (1 << 20)))",
-        "    text = f.read().decode('utf-8', 'replace')",
-        f"for line in torchrun_failure(text.splitlines(), {SUMMARY_LINES}):",
-        "    print(line)",
-        "",
-    ])
 
 
 def _signal_text(code: int) -> str:
