@@ -121,20 +121,71 @@ class _PodRecord:
     user: str
 
 
-class _PodIndex(dict):  # type: ignore[type-arg]
-    """A pod reflector's store that keeps, per pod, only what availability needs (node, extended
-    resource requests, kubelab team/user labels) and running sums, so a form render reads sums
-    instead of walking 20,000 pods. Terminal pods (Succeeded/Failed) hold nothing."""
+class _ReducedIndex(dict):  # type: ignore[type-arg]
+    """A reflector's store that keeps, per object, a small record (:meth:`_record`) and keeps
+    running figures up to date as records come and go (:meth:`_account`); ``version`` changes
+    whenever a record does, so figures derived from the index can be memoized."""
 
     def __init__(self, items: Mapping[str, Any] | None = None):
         super().__init__()
         self.version = 0
+        self._reset()
+        for k, v in (items or {}).items():
+            self[k] = v
+
+    def _reset(self) -> None:
+        """Start the running figures empty."""
+
+    @staticmethod
+    def _record(obj: Any) -> Any:
+        raise NotImplementedError
+
+    def _account(self, key: str, rec: Any, sign: int) -> None:
+        """Add (*sign* +1) or take away (-1) *rec*, stored under *key*, from the figures."""
+        raise NotImplementedError
+
+    def __setitem__(self, key: str, obj: Any) -> None:
+        rec = self._record(obj)
+        old = super().get(key)
+        if old == rec and key in self:
+            return
+        if old is not None:
+            self._account(key, old, -1)
+        if rec is not None:
+            self._account(key, rec, +1)
+        super().__setitem__(key, rec)
+        self.version += 1
+
+    def __delitem__(self, key: str) -> None:
+        old = super().get(key)
+        if old is not None:
+            self._account(key, old, -1)
+        super().__delitem__(key)
+        self.version += 1
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if key in self:
+            value = super().get(key)
+            del self[key]
+            return value
+        if default:
+            return default[0]
+        raise KeyError(key)
+
+    def __reduce__(self) -> Any:  # pragma: no cover - never pickled, but keep dict semantics honest
+        return (type(self), (dict(self),))
+
+
+class _PodIndex(_ReducedIndex):
+    """A pod reflector's store that keeps, per pod, only what availability needs (node, extended
+    resource requests, kubelab team/user labels) and running sums, so a form render reads sums
+    instead of walking 20,000 pods. Terminal pods (Succeeded/Failed) hold nothing."""
+
+    def _reset(self) -> None:
         self.node_used: dict[str, dict[str, int]] = {}
         self.unbound: dict[str, int] = {}
         self.team_used: dict[str, dict[str, int]] = {}
         self.user_used: dict[str, dict[str, int]] = {}
-        for k, v in (items or {}).items():
-            self[k] = v
 
     @staticmethod
     def _record(pod: Any) -> _PodRecord | None:
@@ -164,9 +215,7 @@ class _PodIndex(dict):  # type: ignore[type-arg]
         if not row:
             del table[key]
 
-    def _apply(self, rec: _PodRecord | None, sign: int) -> None:
-        if rec is None:
-            return
+    def _account(self, key: str, rec: _PodRecord, sign: int) -> None:
         if rec.node:
             self._add(self.node_used, rec.node, rec.requests, sign)
         else:
@@ -177,33 +226,6 @@ class _PodIndex(dict):  # type: ignore[type-arg]
         if rec.user:
             self._add(self.user_used, rec.user, rec.requests, sign)
 
-    def __setitem__(self, key: str, pod: Any) -> None:
-        rec = self._record(pod)
-        old = super().get(key)
-        if old == rec and key in self:
-            return
-        self._apply(old, -1)
-        self._apply(rec, +1)
-        super().__setitem__(key, rec)
-        self.version += 1
-
-    def __delitem__(self, key: str) -> None:
-        self._apply(super().get(key), -1)
-        super().__delitem__(key)
-        self.version += 1
-
-    def pop(self, key: str, *default: Any) -> Any:
-        if key in self:
-            value = super().get(key)
-            del self[key]
-            return value
-        if default:
-            return default[0]
-        raise KeyError(key)
-
-    def __reduce__(self) -> Any:  # pragma: no cover - never pickled, but keep dict semantics honest
-        return (_PodIndex, (dict(self),))
-
 
 @dataclass(frozen=True)
 class _NodeRecord:
@@ -212,17 +234,13 @@ class _NodeRecord:
     schedulable: bool
 
 
-class _NodeIndex(dict):  # type: ignore[type-arg]
+class _NodeIndex(_ReducedIndex):
     """A node reflector's store: per node its labels, extended allocatable resources and whether
     new pods may land there (Ready, not cordoned). Nodes without extended resources are kept too
     (a CPU node), but cost nothing at render time: only GPU nodes are indexed by resource."""
 
-    def __init__(self, items: Mapping[str, Any] | None = None):
-        super().__init__()
-        self.version = 0
+    def _reset(self) -> None:
         self.by_resource: dict[str, dict[str, _NodeRecord]] = {}
-        for k, v in (items or {}).items():
-            self[k] = v
 
     @staticmethod
     def _record(node: Any) -> _NodeRecord:
@@ -239,38 +257,12 @@ class _NodeIndex(dict):  # type: ignore[type-arg]
             schedulable=ready and not (node.get("spec") or {}).get("unschedulable", False),
         )
 
-    def _index(self, key: str, rec: _NodeRecord | None, add: bool) -> None:
-        if rec is None:
-            return
+    def _account(self, key: str, rec: _NodeRecord, sign: int) -> None:
         for r, _ in rec.allocatable:
-            if add:
+            if sign > 0:
                 self.by_resource.setdefault(r, {})[key] = rec
             else:
                 self.by_resource.get(r, {}).pop(key, None)
-
-    def __setitem__(self, key: str, node: Any) -> None:
-        rec = self._record(node)
-        old = super().get(key)
-        if old == rec and key in self:
-            return
-        self._index(key, old, False)
-        self._index(key, rec, True)
-        super().__setitem__(key, rec)
-        self.version += 1
-
-    def __delitem__(self, key: str) -> None:
-        self._index(key, super().get(key), False)
-        super().__delitem__(key)
-        self.version += 1
-
-    def pop(self, key: str, *default: Any) -> Any:
-        if key in self:
-            value = super().get(key)
-            del self[key]
-            return value
-        if default:
-            return default[0]
-        raise KeyError(key)
 
 
 class _RawResponse:
