@@ -643,7 +643,7 @@ def options_from_form(formdata: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
             out["image"] = image
         gpus = first(f"gpus--{profile}")
         if gpus is not None:
-            out["gpus"] = int(gpus) if isinstance(gpus, str) and gpus.isdigit() and len(gpus) < 4 else gpus
+            out["gpus"] = int(gpus) if isinstance(gpus, str) and gpus.isascii() and gpus.isdigit() and len(gpus) < 4 else gpus
     out["datasets"] = list(formdata.get("dataset") or [])
     return out
 

@@ -153,6 +153,8 @@ class UpOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> UpOptions:
+        if args.data_dir is not None and not args.data_dir.strip():
+            raise UpError("--data-dir is empty; give a directory (the default is ~/.kubelab)")
         data_dir = args.data_dir or os.environ.get("KUBELAB_DATA_DIR") or "~/.kubelab"
         if not 0 < args.port < 65536:
             raise UpError(f"--port {args.port} is not a port number (1-65535)")
@@ -183,9 +185,25 @@ def is_loopback(host: str) -> bool:
     return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
 
 
+def _resolvable(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        return bool(socket.getaddrinfo(host, None))
+    except (OSError, UnicodeError):
+        return False
+
+
 def check_listen_address(ip: str, *, insecure: bool) -> None:
     """Refuse a non-loopback address unless *insecure*: that hub is reachable from the network."""
-    if is_loopback(ip) or insecure:
+    if is_loopback(ip):
+        return
+    if ip and not _resolvable(ip):
+        raise UpError(f"--ip {ip!r} is not an IP address or a host name this machine can resolve")
+    if insecure:
         return
     shown = ip or "all addresses"
     raise UpError(

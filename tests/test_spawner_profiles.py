@@ -280,12 +280,18 @@ def test_options_from_form_reads_only_the_chosen_profile() -> None:
     assert P.options_from_form({}) == {}
     # odd values pass through untouched, for validation to refuse
     assert P.options_from_form({"profile": ["a100"], "gpus--a100": ["9999"]})["gpus"] == "9999"
+    # digits only in ASCII: "²" and "٣" are str.isdigit() but not GPU counts
+    for odd in ("²", "٣", "１"):
+        options = P.options_from_form({"profile": ["a100"], "gpus--a100": [odd]})
+        assert options["gpus"] == odd
+        with pytest.raises(P.InvalidOptions):
+            P.validate_user_options(CONFIG, ALICE, options)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.dictionaries(
     st.sampled_from(["profile", "image--a100", "custom-image--a100", "gpus--a100", "dataset", "x"]),
-    st.lists(st.text(max_size=40), max_size=3),
+    st.lists(st.text(max_size=40) | st.sampled_from(["a100", "1", "2", "²", "٣", "imagenet"]), max_size=3),
 ))
 def test_any_form_either_validates_or_is_refused_cleanly(form: dict[str, list[str]]) -> None:
     options = P.options_from_form(form)

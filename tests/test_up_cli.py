@@ -39,6 +39,20 @@ def test_a_non_loopback_ip_is_refused_without_insecure(ip: str, tmp_path: Path,
     assert not data.exists(), "nothing is created before the address is accepted"
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--ip", "999.1.1.1"], "not an IP address or a host name"),
+    (["--ip", "999.1.1.1", "--insecure"], "not an IP address or a host name"),
+    (["--ip", "no such host.invalid"], "not an IP address or a host name"),
+    (["--data-dir", ""], "--data-dir is empty"),
+])
+def test_bad_addresses_and_dirs_are_named(args: list[str], message: str, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    home = tmp_path / "home"
+    assert main_up([*args] if "--data-dir" in args else [*args, "--data-dir", str(home)]) == 2
+    assert message in capsys.readouterr().err
+    assert not home.exists()
+
+
 def test_the_refusal_from_the_command_line(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "kubelab.spawner.up", "--ip", "0.0.0.0", "--data-dir", str(tmp_path / "s")],

@@ -16,10 +16,12 @@ docs/config.md documents every key with an example.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import posixpath
 import re
+import reprlib
 import string
 import threading
 import time
@@ -94,6 +96,10 @@ NAMESPACE_FIELDS = ("username", "team")
 RESERVED_MOUNT_PATHS = ("/dev/shm", "/opt/kubelab", "/etc/kubelab", "/tmp")
 
 
+#: the most GPUs a profile may offer one server (one pod, on one node)
+MAX_GPU_COUNT = 64
+
+
 def _check_mount_path(value: str) -> str:
     if not value.startswith("/"):
         raise PydanticCustomError("mount_path", "must be an absolute path, got '{value}'", {"value": value})
@@ -131,13 +137,39 @@ def _nested(a: str, b: str) -> bool:
     return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
 
 
+@functools.lru_cache(maxsize=256)
+def _re2(pattern: str) -> Any:
+    """*pattern* compiled with RE2 (google-re2), quietly (RE2 logs parse errors otherwise)."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False
+    return re2.compile(pattern, options)
+
+
+def pattern_fullmatch(pattern: str, text: str) -> bool:
+    """Whether *pattern* (an image pattern from the config) matches all of *text*.
+
+    Why RE2 and not Python's ``re``: the patterns are matched against what users type (a custom
+    image in the spawn form, a job's ``--image``), in the hub's single thread, and a pattern like
+    ``(\\w+)*x`` backtracks for ever in ``re``; RE2 runs in linear time. And the admission policy
+    (``hub_config/admission-policy.yaml``) matches the same patterns with the API server's RE2, so
+    the hub, the job API and the API server agree on what a pattern allows."""
+    return _re2(pattern).fullmatch(text) is not None
+
+
 def _check_pattern(value: str) -> str:
+    import re2
+
     try:
-        re.compile(value)
-    except re.error as e:
+        _re2(value)
+    except re2.error as e:
+        error = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else str(e)
         raise PydanticCustomError(
-            "regex", "is not a valid regular expression ({error}): '{value}'",
-            {"error": str(e), "value": value},
+            "regex",
+            "is not a valid RE2 regular expression ({error}): '{value}' (patterns are matched with "
+            "RE2, as the API server does: no backreferences, lookaround or \\Z; write \\z)",
+            {"error": error, "value": value},
         ) from None
     return value
 
@@ -240,6 +272,12 @@ class ProfileGpu(_Model):
                 "gpu_counts", "GPU counts must be 1 or more (a CPU profile has no gpu section), got {bad}",
                 {"bad": bad},
             )
+        huge = [c for c in value if c > MAX_GPU_COUNT]
+        if huge:
+            raise PydanticCustomError(
+                "gpu_counts", "GPU counts must be at most {most} (GPUs of one pod, on one node), got {bad}",
+                {"most": MAX_GPU_COUNT, "bad": huge},
+            )
         if len(set(value)) != len(value):
             raise PydanticCustomError("gpu_counts", "lists a count twice: {value}", {"value": value})
         return sorted(value)
@@ -302,7 +340,7 @@ class CustomImage(_Model):
         """Whether *image* is an allowed custom image: allowed, no whitespace, full match."""
         if not self.allowed or not self.pattern or not image or any(c.isspace() for c in image):
             return False
-        return re.fullmatch(self.pattern, image) is not None
+        return pattern_fullmatch(self.pattern, image)
 
 
 class Profile(_Model):
@@ -355,6 +393,15 @@ class HostPathSource(_Model):
     ``pod_security.level`` is ``privileged``."""
 
     path: StrictStr = Field(pattern=r"^/")
+
+    @field_validator("path")
+    @classmethod
+    def _plain(cls, value: str) -> str:
+        # the path is shown to users as the dataset's source: it must say where the data is
+        if ".." in value.split("/") or "\n" in value or "\0" in value:
+            raise PydanticCustomError(
+                "host_path", "must be an absolute path without '..', got '{value}'", {"value": value})
+        return value
 
 
 class VolumeSource(_Model):
@@ -721,6 +768,10 @@ def _line_of(node: yaml.Node | None, loc: Sequence[str | int]) -> int | None:
     return line
 
 
+_brief = reprlib.Repr()
+_brief.maxlevel, _brief.maxstring, _brief.maxother = 3, 120, 120
+
+
 def _problems_from(error: ValidationError) -> list[tuple[tuple[str | int, ...], str]]:
     found: list[tuple[tuple[str | int, ...], str]] = []
     for e in error.errors(include_url=False):
@@ -737,7 +788,8 @@ def _problems_from(error: ValidationError) -> list[tuple[tuple[str | int, ...], 
         elif e["type"] == "missing":
             message = "is required"
         elif e["type"].endswith("_type") or e["type"] in ("model_type", "dict_type", "list_type"):
-            message = f"{message}, got {type(e['input']).__name__} {e['input']!r}"[:200]
+            # reprlib: a billion-laughs file's value must not be written out whole first
+            message = f"{message}, got {type(e['input']).__name__} {_brief.repr(e['input'])}"[:200]
         found.append((loc, message))
     # One problem per key path and message, in file order of appearance.
     unique: dict[tuple[tuple[str | int, ...], str], None] = dict.fromkeys(found)
@@ -751,6 +803,8 @@ def parse_config(text: str, source: str = "<config>") -> KubelabConfig:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except RecursionError:
         raise ConfigError(source, [Problem("", "not valid YAML: nested too deeply", None)]) from None
+    except ValueError:  # PyYAML's int() of a number with more than 4,300 digits
+        raise ConfigError(source, [Problem("", "a number in the file has more than 4,300 digits", None)]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
