@@ -399,3 +399,74 @@ def test_import_kubelab_stays_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "KUBELAB_METRICS_FILE": ""}, check=True)
     assert out.stdout.strip() == "[]"
+
+
+_DAMAGE = {
+    "a list": lambda rec: [1, 2],
+    "no name": lambda rec: {k: v for k, v in rec.items() if k != "name"},
+    "no created": lambda rec: {k: v for k, v in rec.items() if k != "created"},
+    "created not ISO": lambda rec: {**rec, "created": "yesterday"},
+    "created a number": lambda rec: {**rec, "created": 5},
+    "args a number": lambda rec: {**rec, "args": 5},
+    "pid a string": lambda rec: {**rec, "pid": "x"},
+    "another name": lambda rec: {**rec, "name": "other"},
+}
+
+
+@pytest.mark.parametrize("damage", [*_DAMAGE, "not JSON", "a folder"])
+def test_a_damaged_job_record_hides_nothing_else(local: LocalBackend, damage: str) -> None:
+    """One job.json that cannot be read (or fails the record's schema) is listed as broken;
+    the other jobs, gc and new submits work; commands on it say which file and what to do,
+    and `%jobs delete` removes it."""
+    import json
+
+    kubelab.train(code="print('good')", name="good").wait(timeout=30)
+    kubelab.train(code="print('bad')", name="bad").wait(timeout=30)
+    path = local.root / "bad" / "job.json"
+    if damage == "not JSON":
+        path.write_text("{not json")
+    elif damage == "a folder":
+        path.unlink()
+        path.mkdir()
+    else:
+        path.write_text(json.dumps(_DAMAGE[damage](json.loads(path.read_text()))))
+    listed = {j.name: j for j in kubelab.jobs()}
+    assert set(listed) == {"good", "bad"}
+    assert listed["good"].status.ok
+    assert str(path) in listed["bad"].status.message
+    assert "%jobs delete bad" in listed["bad"].status.message
+    assert list(kubelab.job("good").logs()) == ["good"]
+    with pytest.raises(JobNotFound, match="your jobs: "):
+        kubelab.job("nosuch")
+    for action in (lambda: list(kubelab.job("bad").logs()), lambda: kubelab.job("bad").cancel()):
+        with pytest.raises(BackendError, match=f"{path} cannot be read .*%jobs delete bad"):
+            action()
+    jobs_gc(quiet=True)
+    with pytest.raises(JobExists):
+        kubelab.train(code="print(1)", name="bad")
+    kubelab.train(code="print('other')", name="other").wait(timeout=30)
+    kubelab.job("bad").delete()
+    assert not path.exists() and (local.root / "bad" / "outputs").is_dir()
+    assert (local.root / "other" / "job.json").exists()  # "another name" deleted only bad
+    assert kubelab.train(code="print('again')", name="bad").wait(timeout=30).ok
+
+
+def test_replace_removes_a_damaged_job(local: LocalBackend) -> None:
+    kubelab.train(code="print(1)", name="bad").wait(timeout=30)
+    (local.root / "bad" / "job.json").write_text("[1, 2]")
+    job = kubelab.train(code="print(2)", name="bad", replace=True)
+    job.wait(timeout=30)
+    assert list(job.logs()) == ["2"]
+
+
+def test_a_log_that_is_a_folder(local: LocalBackend) -> None:
+    kubelab.train(code="print(1)", name="bad").wait(timeout=30)
+    log = local.root / "bad" / "logs.txt"
+    log.unlink()
+    log.mkdir()
+    for follow in (False, True):
+        with pytest.raises(BackendError, match=f"log of job 'bad', {log}, cannot be read"):
+            list(kubelab.job("bad").logs(follow=follow))
+    kubelab.job("bad").delete()
+    assert not log.exists()
+    assert kubelab.train(code="print(3)", name="bad").wait(timeout=30).ok

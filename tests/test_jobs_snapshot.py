@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from kubelab.core.jobs.errors import InvalidJobSpec, SnapshotTooLarge
+from kubelab.core.jobs.errors import BackendError, InvalidJobSpec, SnapshotTooLarge
 from kubelab.core.jobs.snapshot import SnapshotStore
 
 
@@ -384,3 +385,100 @@ def test_a_gc_interrupted_by_a_crash_leaves_a_whole_pack(tmp_path: Path, state: 
     assert pack_size(fresh) == ((10, 1) if state != "written" else (30, 2))
     fresh.load(a.id).materialize(tmp_path / "ws")
     assert (tmp_path / "ws/a.py").read_text() == "a" * 10
+
+
+def test_a_damaged_content_is_caught_on_unpack_and_restored_from_the_workdir(tmp_path: Path) -> None:
+    """A flipped byte in the pack never reaches a workspace: unpacking checks each content's
+    SHA-256; in the kernel it is stored again from the file, and gc drops the damaged bytes."""
+    work = tree(tmp_path / "w", {"a.txt": "hello " * 100, "b.txt": "other"})
+    store = SnapshotStore(tmp_path / "store")
+    snap = store.take(work)
+    data = store.pack_dir / "data"
+    raw = bytearray(data.read_bytes())
+    raw[0] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    # the pod's unpacker refuses, naming the file and what to do
+    result = unpack_as_a_pod_does(store.root, snap.id, tmp_path / "pod")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "a.txt" in result.stderr and "damaged" in result.stderr and "%jobs gc" in result.stderr
+    # a resubmit unpacks whole files: the damaged content was stored anew from a.txt
+    again = SnapshotStore(tmp_path / "store").take(work)
+    again.materialize(tmp_path / "ws")
+    assert (tmp_path / "ws" / "a.txt").read_text() == "hello " * 100
+    assert unpack_as_a_pod_does(store.root, again.id, tmp_path / "pod2").returncode == 0
+    report = store.gc({again.id})
+    assert (tmp_path / "pod2" / "a.txt").read_text() == "hello " * 100
+    assert report.kept_contents == 2 and report.freed_bytes == 600
+
+
+def test_a_damaged_content_whose_file_changed_is_one_message_and_gc_drops_it(tmp_path: Path) -> None:
+    work = tree(tmp_path / "w", {"a.txt": "hello " * 100})
+    store = SnapshotStore(tmp_path / "store")
+    snap = store.take(work)
+    data = store.pack_dir / "data"
+    data.write_bytes(b"x" * data.stat().st_size)
+    (work / "a.txt").write_text("changed")
+    with pytest.raises(BackendError, match=r"a\.txt .*damaged.*%jobs gc"):
+        snap.materialize(tmp_path / "ws")
+    report = store.gc({snap.id})
+    assert report.damaged_contents == 1 and "damaged" in str(report)
+    # the dedup no longer trusts it: the same content again is stored anew and unpacks
+    (work / "a.txt").write_text("hello " * 100)
+    again = store.take(work)
+    assert again.new_files == 1
+    again.materialize(tmp_path / "ws2")
+    assert (tmp_path / "ws2" / "a.txt").read_text() == "hello " * 100
+
+
+def test_lost_pack_data_is_stored_again(tmp_path: Path) -> None:
+    work = tree(tmp_path / "w", {"a.txt": "hello"})
+    store = SnapshotStore(tmp_path / "store")  # one that read the index before the loss
+    store.take(work)
+    (tmp_path / "store" / "pack" / "data").unlink()
+    snap = store.take(work)
+    assert snap.new_files == 1
+    snap.materialize(tmp_path / "ws")
+    assert (tmp_path / "ws" / "a.txt").read_text() == "hello"
+    store.gc({snap.id})
+
+
+@pytest.mark.parametrize("damage", ["pack-file", "lock-dir", "index-dir", "store-file"])
+def test_a_broken_store_layout_is_one_message_naming_the_path(tmp_path: Path, damage: str) -> None:
+    work = tree(tmp_path / "w", {"a.txt": "hello"})
+    root = tmp_path / "store"
+    SnapshotStore(root).take(work)
+    bad = {"pack-file": root / "pack", "lock-dir": root / "pack" / "lock",
+           "index-dir": root / "pack" / "index", "store-file": root}[damage]
+    shutil.rmtree(bad) if bad.is_dir() else bad.unlink()
+    bad.mkdir() if damage.endswith("dir") else bad.write_text("x")
+    for attempt in (lambda: SnapshotStore(root).take(work), lambda: SnapshotStore(root).gc(set())):
+        with pytest.raises(BackendError) as e:
+            attempt()
+        assert f"{bad}:" in str(e.value) and "mv " in str(e.value)
+
+
+def test_gc_with_a_damaged_snapshot(tmp_path: Path) -> None:
+    work = tree(tmp_path / "w", {"a.txt": "hello"})
+    store = SnapshotStore(tmp_path / "store")
+    snap = store.take(work)
+    manifest = store.manifests / snap.id
+    manifest.write_bytes(b"\xff\xfe garbage \0 x")
+    with pytest.raises(BackendError, match=rf"{snap.id} is damaged .*--replace"):
+        store.gc({snap.id})
+    assert store.gc(set(), grace=0).dropped_snapshots == 1  # no job's: dropped
+    # a resubmit writes a damaged manifest anew (the pod reads the file)
+    snap = store.take(work)
+    manifest.write_bytes(b"junk")
+    store.take(work)
+    assert store.load(snap.id).entries == snap.entries
+
+
+def test_a_manifest_path_outside_the_workspace_is_refused(tmp_path: Path) -> None:
+    work = tree(tmp_path / "w", {"a.txt": "hello"})
+    store = SnapshotStore(tmp_path / "store")
+    snap = store.take(work)
+    manifest = store.manifests / snap.id
+    manifest.write_bytes(manifest.read_bytes().replace(b"a.txt", b"../../escape.txt"))
+    result = unpack_as_a_pod_does(store.root, snap.id, tmp_path / "pod" / "ws")
+    assert result.returncode == 1 and "not a file inside the workspace" in result.stderr
+    assert not (tmp_path / "escape.txt").exists()

@@ -206,8 +206,15 @@ class LocalBackend(Backend):
             env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
             job_dir = prepared.job_dir
             for leftover in ("exit_code", "cancelled", "logs.txt", "metrics.jsonl"):
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     (job_dir / leftover).unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError as e:  # a folder of that name, say: not kubelab's to remove
+                    raise BackendError(
+                        f"could not start the job: {job_dir / leftover} is in the way "
+                        f"({e.strerror or e}); kubelab writes the job's {leftover} there: move it "
+                        f"away and submit again") from None
             torchrun = spec.gpus > 1
             if torchrun and "PYTHON_EXEC" not in spec.env:
                 env["PYTHON_EXEC"] = str(job_dir / _LAUNCHER)
@@ -220,6 +227,7 @@ class LocalBackend(Backend):
                 "data": [d.name for d in prepared.resolved.datasets],
                 "snapshot": prepared.snapshot.id, "devices": devices, "command": command,
             }
+            record["_created"] = _parse_time(record["created"])
             held = ({c for r in self._records() if not self._status(r).done
                      for c in r.get("cpuset", [])} if spec.cpus else set())
             plan = plan_limits(spec.memory, spec.cpus, gpu=spec.gpus > 0, scope="job",
@@ -269,51 +277,69 @@ class LocalBackend(Backend):
         check_job_name(name)
         return self.root / name
 
-    def _record(self, name: str) -> dict[str, Any]:
+    def _lookup(self, name: str) -> dict[str, Any]:
+        """The record of job *name*, checked or broken (:func:`_load_record`), or
+        :class:`JobNotFound`."""
         try:
-            path = self._dir(name) / "job.json"
+            job_dir = self._dir(name)
         except InvalidJobSpec:
             raise JobNotFound(f"no job named {shorten(name)}") from None
-        try:
-            record = json.loads(path.read_bytes())
-        except (FileNotFoundError, ValueError):
-            raise JobNotFound(f"no job named {shorten(name)}{self._hint()}") from None
-        record["_dir"] = str(path.parent)
+        record = _load_record(job_dir)
+        if record is None:
+            raise JobNotFound(f"no job named {shorten(name)}{self._hint()}")
+        return record
+
+    def _record(self, name: str) -> dict[str, Any]:
+        """The checked record of job *name*: :class:`JobNotFound` if there is none,
+        :class:`BackendError` (naming the file and what to do) if it cannot be read."""
+        record = self._lookup(name)
+        if "_broken" in record:
+            raise BackendError(_broken_text(record))
         return record
 
     def _hint(self) -> str:
-        names = [r["name"] for r in self._records()[:5]]
+        names = [r["name"] for r in self._scan()[:5]]
         return f" (your jobs: {', '.join(names)})" if names else " (you have no jobs)"
 
-    def _records(self) -> list[dict[str, Any]]:
+    def _scan(self) -> list[dict[str, Any]]:
+        """Every job folder's record, newest first: checked ones, and broken ones (a ``_broken``
+        key says why they cannot be read) so that one damaged job.json hides nothing else."""
         out = []
         try:
             entries = list(os.scandir(self.root))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            try:
-                record = json.loads(Path(entry.path, "job.json").read_bytes())
-            except (FileNotFoundError, NotADirectoryError, ValueError):
+            record = _load_record(Path(entry.path))
+            if record is None:
                 continue
-            if record.get("backend") == self.kind:
-                record["_dir"] = entry.path
-                out.append(record)
-        out.sort(key=lambda r: r.get("created", ""), reverse=True)
+            if "_broken" in record:
+                try:  # a folder that is no job name cannot be named in a command: not listed
+                    check_job_name(entry.name)
+                except InvalidJobSpec:
+                    continue
+            elif record.get("backend") != self.kind:
+                continue
+            out.append(record)
+        out.sort(key=lambda r: r["_created"], reverse=True)
         return out
+
+    def _records(self) -> list[dict[str, Any]]:
+        """The jobs whose record could be read, newest first."""
+        return [r for r in self._scan() if "_broken" not in r]
 
     def _status(self, record: dict[str, Any]) -> JobStatus:
         job_dir = Path(record["_dir"])
-        created = datetime.fromisoformat(record["created"])
+        created = record.get("_created") or _parse_time(record["created"])
         self._reap(record["name"])
         cancelled = (job_dir / "cancelled").exists()
         try:
             code_path = job_dir / "exit_code"
             code = int(code_path.read_text().strip())
             finished = datetime.fromtimestamp(code_path.stat().st_mtime, timezone.utc)
-        except (FileNotFoundError, ValueError):
+        except (OSError, ValueError):
             code = None
             finished = None
         if code is not None:
@@ -322,7 +348,8 @@ class LocalBackend(Backend):
             if code == 0:
                 return JobStatus(JobPhase.SUCCEEDED, 0, "", created, created, finished)
             return JobStatus(JobPhase.FAILED, code, _signal_text(code), created, created, finished)
-        if _alive(record["pid"], record.get("proc_start")):
+        pid = record.get("pid")
+        if pid is not None and _alive(pid, record.get("proc_start")):
             return JobStatus(JobPhase.RUNNING, None, "", created, created, None)
         if cancelled:
             return JobStatus(JobPhase.CANCELLED, None, "cancelled", created, created,
@@ -335,6 +362,13 @@ class LocalBackend(Backend):
         if "_dir" not in record:
             record["_dir"] = str(self.root / record["name"])
         job_dir = Path(record["_dir"])
+        if "_broken" in record:
+            # Why listed rather than skipped: the user sees it, and what to do, in %jobs.
+            status = JobStatus(JobPhase.FAILED, None, _broken_text(record, short=True),
+                               record["_created"])
+            return JobInfo(name=record["name"], backend=self.kind, status=status,
+                           output_dir=str(job_dir / "outputs"), snapshot=record.get("snapshot"),
+                           extra={"log": str(job_dir / "logs.txt"), "broken": record["_broken"]})
         return JobInfo(
             name=record["name"], backend=self.kind, status=self._status(record),
             entry=record.get("entry", ""), args=tuple(record.get("args", ())),
@@ -345,11 +379,19 @@ class LocalBackend(Backend):
                    "limits": record.get("limits", [])},
         )
 
+    def exists(self, name: str) -> bool:
+        # a job whose record cannot be read exists too: --replace deletes it, else JobExists
+        try:
+            return _load_record(self._dir(name)) is not None
+        except InvalidJobSpec:
+            return False
+
     def get(self, name: str) -> JobInfo:
-        return self._info(self._record(name))
+        # a broken record too: its status says what is wrong and what to do (%jobs delete)
+        return self._info(self._lookup(name))
 
     def list(self) -> list[JobInfo]:
-        return [self._info(r) for r in self._records()]
+        return [self._info(r) for r in self._scan()]
 
     def _reap(self, name: str) -> bool:
         """Collect the exit of a job this process started; True once it has ended."""
@@ -397,14 +439,24 @@ class LocalBackend(Backend):
         record = self._record(name)
         path = Path(record["_dir"]) / "logs.txt"
         stream = LogStream(maxsize=64 if follow else 0)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed by _feed_file
+        except FileNotFoundError:
+            stream.end()
+            return stream
+        except OSError as e:
+            raise BackendError(
+                f"the log of job {name!r}, {path}, cannot be read ({e.strerror or e}): it should be "
+                f"a file; move what is there away (`%jobs delete {name}` removes the job, its "
+                f"outputs stay)") from None
         if not follow:
-            _feed_file(stream, path, lambda: True)
+            _feed_file(stream, f, lambda: True)
             return stream
 
         def done() -> bool:
             return self._status(record).done
 
-        thread = threading.Thread(target=_feed_file, args=(stream, path, done), daemon=True,
+        thread = threading.Thread(target=_feed_file, args=(stream, f, done), daemon=True,
                                   name=f"kubelab-logs-{name}")
         thread.start()
         return stream
@@ -417,7 +469,7 @@ class LocalBackend(Backend):
             return self._info(record)
         job_dir = Path(record["_dir"])
         (job_dir / "cancelled").write_text(_now().isoformat())
-        pid = record["pid"]
+        pid = record["pid"]  # a job still running has one: the status said so
         # torchrun's workers are in sessions of their own: noted while torchrun is their parent,
         # so the SIGKILL below reaches them too. The SIGTERM goes to the job's group only:
         # torchrun passes it on and stops its workers in order.
@@ -439,18 +491,16 @@ class LocalBackend(Backend):
         return self._info(record)
 
     def delete(self, name: str) -> None:
-        record = self._record(name)
-        if not self._status(record).done:
+        record = self._lookup(name)  # a broken one too: deleting it is how to get rid of it
+        if "_broken" not in record and not self._status(record).done:
             groups = _descendant_groups(record["pid"])
             self.cancel(name)
             _kill_groups((record["pid"], *groups, *_descendant_groups(record["pid"])),
                          signal.SIGKILL)
-        job_dir = Path(record["_dir"])
-        (job_dir / "job.json").unlink()
-        shutil.rmtree(job_dir / "workspace", ignore_errors=True)
-        for leftover in ("exit_code", "cancelled", "logs.txt", _LAUNCHER):
-            with contextlib.suppress(FileNotFoundError):
-                (job_dir / leftover).unlink()
+        job_dir = self.root / name
+        # job.json first: once it is gone, the job is (even if a removal below fails)
+        for leftover in ("job.json", "workspace", "exit_code", "cancelled", "logs.txt", _LAUNCHER):
+            _remove(job_dir / leftover)
         self._reap(name)
 
 
@@ -508,8 +558,9 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def _feed_file(stream: LogStream, path: Path, done: Any) -> None:
-    """Feed the lines of *path* to *stream* as the file grows, until *done()* and all is read.
+def _feed_file(stream: LogStream, f: Any, done: Any) -> None:
+    """Feed the lines of the open file *f* to *stream* as it grows, until *done()* and all is
+    read; closes *f*.
 
     Polling a local file is cheap; the interval is 2 ms while lines come or came in the last half
     second, then backs off to 50 ms. Until the first bytes arrive (for at most a second) it is
@@ -519,11 +570,6 @@ def _feed_file(stream: LogStream, path: Path, done: Any) -> None:
     split = Lines()
     delay = 0.0005
     quiet_since = time.monotonic()
-    try:
-        f = open(path, "rb")  # noqa: SIM115
-    except FileNotFoundError:
-        stream.end()
-        return
     try:
         while not stream.closed:
             chunk = f.read(1 << 20)
@@ -568,3 +614,127 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({k: v for k, v in data.items() if not k.startswith("_")}, indent=1))
     os.replace(tmp, path)
+
+
+def _remove(path: Path) -> None:
+    """Remove *path*, a file or a folder, if it is there."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except (IsADirectoryError, PermissionError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            raise
+
+
+def _parse_time(value: Any) -> datetime:
+    """An ISO time of a record, timezone-aware (UTC when it says none); ValueError if it is not
+    one."""
+    if not isinstance(value, str):
+        raise ValueError(value)
+    when = datetime.fromisoformat(value)
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_strs(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _is_opt_str(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+#: what each field of a job.json must be (:func:`check_record`): a test, and its words
+_SCHEMA: dict[str, tuple[Any, str]] = {
+    "name": (lambda v: isinstance(v, str), "a string"),
+    "backend": (lambda v: isinstance(v, str), "a string"),
+    "user": (_is_opt_str, "a string"),
+    "created": (lambda v: isinstance(v, str), "an ISO time"),
+    "entry": (lambda v: isinstance(v, str), "a string"),
+    "script": (_is_opt_str, "a string"),
+    "args": (_is_strs, "a list of strings"),
+    "gpus": (lambda v: _is_int(v) and v >= 0, "a number of GPUs"),
+    "nodes": (lambda v: _is_int(v) and v >= 1, "a number of nodes"),
+    "cpus": (_is_opt_str, "a quantity"),
+    "memory": (_is_opt_str, "a quantity"),
+    "image": (_is_opt_str, "a string"),
+    "data": (_is_strs, "a list of strings"),
+    "snapshot": (_is_opt_str, "a snapshot id"),
+    "devices": (_is_strs, "a list of strings"),
+    "command": (_is_strs, "a list of strings"),
+    "limits": (_is_strs, "a list of strings"),
+    "cpuset": (lambda v: isinstance(v, list) and all(_is_int(c) for c in v), "a list of CPUs"),
+    "pid": (lambda v: _is_int(v) and v > 0, "a process id"),
+    "proc_start": (_is_opt_str, "a string"),
+}
+_REQUIRED = ("name", "backend", "created")
+
+
+def check_record(record: Any, folder: str) -> str | None:
+    """What is wrong with *record*, a job.json's JSON read from the job folder called *folder*,
+    or None if nothing is (every field :data:`_SCHEMA` knows has its type, the required ones are
+    there, the name is the folder's and the time parses)."""
+    if not isinstance(record, dict):
+        return f"it holds {type(record).__name__} {shorten(record)}, not a job's fields"
+    for key in _REQUIRED:
+        if key not in record:
+            return f"it has no {key!r}"
+    for key, (test, what) in _SCHEMA.items():
+        if key in record and not test(record[key]):
+            return f"its {key!r} is {shorten(record[key])}, not {what}"
+    if record["name"] != folder:
+        return f"it names the job {shorten(record['name'])}, not {folder!r} (its folder)"
+    try:
+        _parse_time(record["created"])
+    except ValueError:
+        return f"its 'created' is {shorten(record['created'])}, not an ISO time"
+    return None
+
+
+def _load_record(job_dir: Path) -> dict[str, Any] | None:
+    """The record of the job folder *job_dir* (with ``_dir`` and ``_created``), or None if it
+    has none (no job). One that cannot be read, or fails :func:`check_record`, comes back as
+    ``{"name": <folder>, "_broken": <why>, ...}``."""
+    path = job_dir / "job.json"
+    try:
+        raw = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        why = "it is a folder" if isinstance(e, IsADirectoryError) else (e.strerror or str(e))
+        return _broken(job_dir, path, why, None)
+    try:
+        record = json.loads(raw)
+    except ValueError as e:  # UnicodeDecodeError too
+        return _broken(job_dir, path, f"it is not valid JSON: {e}", None)
+    problem = check_record(record, job_dir.name)
+    if problem is not None:
+        return _broken(job_dir, path, problem, record)
+    record["_dir"] = str(job_dir)
+    record["_created"] = _parse_time(record["created"])
+    return record
+
+
+def _broken(job_dir: Path, path: Path, why: str, record: Any) -> dict[str, Any]:
+    snapshot = record.get("snapshot") if isinstance(record, dict) else None
+    try:
+        created = datetime.fromtimestamp(os.lstat(path).st_mtime, timezone.utc)
+    except OSError:
+        created = _now()
+    return {"name": job_dir.name, "_dir": str(job_dir), "_path": str(path), "_broken": why,
+            "_created": created, "snapshot": snapshot if isinstance(snapshot, str) else None}
+
+
+def _broken_text(record: dict[str, Any], *, short: bool = False) -> str:
+    name = record["name"]
+    text = f"its record {record['_path']} cannot be read ({record['_broken']})"
+    fix = f"`%jobs delete {name}` removes the job (its outputs stay)"
+    if short:
+        return f"{text}; {fix}"
+    return f"job {name!r}: {text}; {fix}, then submit it again"

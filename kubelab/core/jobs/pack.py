@@ -35,6 +35,7 @@ This module imports nothing but the standard library: its source is what a job p
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import struct
 import sys
@@ -45,6 +46,17 @@ RECORD = struct.Struct("<32sQQ")
 SEP = "\0"
 #: in ``pack/``: present while a rewritten pack is being switched in
 SWAP = "swap"
+
+
+class Damaged(Exception):
+    """The store cannot give what was asked: a content whose bytes are not what its SHA-256
+    says (*digest*, the file *path* of the snapshot that holds it), a content the index lacks,
+    or a manifest that does not parse. ``str()`` says which, in words."""
+
+    def __init__(self, message: str, *, digest: str | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.digest = digest
+        self.path = path
 
 
 def pack_files(store: str) -> tuple[str, str]:
@@ -121,8 +133,16 @@ def parse_manifest(data: bytes) -> list[tuple[str, str, int, int]]:
     out = []
     for record in data.decode("utf-8", "surrogateescape").split(SEP):
         if record:
-            digest, size, mode, path = record.split(" ", 3)
-            out.append((path, digest, int(size), int(mode, 8)))
+            try:
+                digest, size, mode, path = record.split(" ", 3)
+                bytes.fromhex(digest)
+                item = (path, digest, int(size), int(mode, 8))
+            except ValueError:
+                raise Damaged(f"a record is not 'digest size mode path': {record[:60]!r}") from None
+            parts = path.split("/")
+            if len(digest) != 64 or path.startswith("/") or ".." in parts or "" in parts:
+                raise Damaged(f"a record names {path[:60]!r}, not a file inside the workspace")
+            out.append(item)
     return out
 
 
@@ -149,6 +169,23 @@ def _copy(src: int, dst: int, offset: int, size: int) -> None:
         done += n
 
 
+def _copy_checked(src: int, dst: int, offset: int, size: int, digest: str, path: str) -> None:
+    """Copy *size* bytes at *offset* of *src* to *dst*, checking they hash to *digest*: a pack
+    damaged on disk (a flipped bit, a file overwritten) must not reach a job unnoticed."""
+    h = hashlib.sha256()
+    done = 0
+    while done < size:
+        chunk = os.pread(src, min(size - done, 1 << 20), offset + done)
+        if not chunk:
+            break
+        h.update(chunk)
+        os.write(dst, chunk)
+        done += len(chunk)
+    if done != size or h.hexdigest() != digest:
+        raise Damaged(f"the stored content of {path} is damaged (its bytes do not hash to its "
+                      f"SHA-256 {digest[:12]}...)", digest=digest, path=path)
+
+
 def materialize(store: str, snapshot_id: str, dest: str, *,
                 entries: list[tuple[str, str, int, int]] | None = None,
                 index: dict[str, tuple[int, int]] | None = None,
@@ -166,13 +203,25 @@ def _materialize(store: str, snapshot_id: str, dest: str,
                  index: dict[str, tuple[int, int]] | None,
                  index_identity: tuple[int, int] | None) -> int:
     if entries is None:
-        with open(os.path.join(store, "manifests", snapshot_id), "rb") as f:
-            entries = parse_manifest(f.read())
+        manifest = os.path.join(store, "manifests", snapshot_id)
+        with open(manifest, "rb") as f:
+            try:
+                entries = parse_manifest(f.read())
+            except Damaged as e:
+                raise Damaged(f"the snapshot {manifest} is damaged: {e}") from None
     index_path, data_path = pack_files(store)
     if index is not None and identity(index_path) != index_identity:
         index = None  # the pack was rewritten since: its offsets are not these
     if index is None:
-        index = read_index(index_path, limit=os.path.getsize(data_path))[0]
+        try:
+            limit = os.path.getsize(data_path)
+        except FileNotFoundError:
+            limit = 0
+        index = read_index(index_path, limit=limit)[0]
+    if entries and any(e[1] not in index for e in entries):
+        path, digest = next((e[0], e[1]) for e in entries if e[1] not in index)
+        raise Damaged(f"the content of {path} (SHA-256 {digest[:12]}...) is not in the store's "
+                      f"pack", digest=digest, path=path)
     os.makedirs(dest, exist_ok=True)
     made = {""}
     src = os.open(data_path, os.O_RDONLY)
@@ -186,7 +235,7 @@ def _materialize(store: str, snapshot_id: str, dest: str,
             fd = os.open(os.path.join(dest, path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
                          0o755 if mode & 0o111 else 0o644)
             try:
-                _copy(src, fd, offset, stored)
+                _copy_checked(src, fd, offset, stored, digest, path)
             finally:
                 os.close(fd)
     finally:
@@ -207,10 +256,10 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         count = materialize(store, snapshot_id, dest)
-    except KeyError as e:
-        print(f"kubelab: could not unpack snapshot {snapshot_id} from {store}: the content "
-              f"{e.args[0]} is not in the store's pack (removed by `%jobs gc` while this job "
-              f"was not listed, or lost in a crash): submit the job again", file=sys.stderr)
+    except Damaged as e:
+        print(f"kubelab: could not unpack snapshot {snapshot_id} from {store}: {e}. Run "
+              f"`%jobs gc` in the notebook (it drops damaged contents from the store), then "
+              f"submit the job again (its files are stored anew)", file=sys.stderr)
         return 1
     except OSError as e:
         print(f"kubelab: could not unpack snapshot {snapshot_id} from {store}: {e!r}",

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from kubelab.core.jobs import pack
-from kubelab.core.jobs.errors import InvalidJobSpec, JobError, SnapshotTooLarge
+from kubelab.core.jobs.errors import BackendError, InvalidJobSpec, JobError, SnapshotTooLarge
 
 __all__ = ["Snapshot", "SnapshotEntry", "SnapshotStore", "GcReport", "ALWAYS_IGNORED", "format_size"]
 
@@ -81,18 +81,38 @@ class Snapshot:
     _index: Mapping[str, tuple[int, int]] | None = field(default=None, repr=False, compare=False)
     #: which index file ``_index`` was read from (a rewritten pack has other offsets)
     _index_identity: tuple[int, int] | None = field(default=None, repr=False, compare=False)
+    #: the folder it was taken of (where a damaged content can be read again)
+    workdir: Path | None = field(default=None, repr=False, compare=False)
 
     @property
     def total_bytes(self) -> int:
         return sum(e.size for e in self.entries)
 
     def materialize(self, dest: Path) -> int:
-        """Write the snapshot's files into *dest* (private copies); returns how many."""
-        return pack.materialize(
-            str(self.store), self.id, str(dest), index=self._index,  # type: ignore[arg-type]
-            index_identity=self._index_identity,
-            entries=[(e.path, e.digest, e.size, 0o755 if e.executable else 0o644)
-                     for e in self.entries])
+        """Write the snapshot's files into *dest* (private copies); returns how many. Each
+        content is checked against its SHA-256 on the way: one damaged in the pack is stored
+        again from the working directory when its file there still has it (and the copy made
+        again), else :class:`BackendError` says which file and what to do."""
+        entries = [(e.path, e.digest, e.size, 0o755 if e.executable else 0o644)
+                   for e in self.entries]
+        index, ident = self._index, self._index_identity
+        repaired: set[str] = set()
+        while True:
+            try:
+                return pack.materialize(str(self.store), self.id, str(dest), entries=entries,
+                                        index=index, index_identity=ident)  # type: ignore[arg-type]
+            except pack.Damaged as e:
+                if (e.digest is None or e.digest in repaired or self.workdir is None
+                        or not SnapshotStore(self.store).restore(e.digest, self.workdir / e.path)):
+                    raise BackendError(
+                        f"could not make the job's workspace: {e}, in the snapshot store "
+                        f"{self.store}. Submit again once {e.path or 'the file'} is back as it was "
+                        f"(it is stored anew), or run `%jobs gc` (it drops damaged contents) and "
+                        f"submit again") from None
+                repaired.add(e.digest)
+                index = ident = None  # read the index again: it names the new copy
+            except OSError as e:
+                raise _store_error(self.store, e) from None
 
 
 class _Ignore:
@@ -228,12 +248,21 @@ class SnapshotStore:
         # Why the store's lock for the whole take, not only the appends: garbage collection
         # (another kernel's) must not drop a content this take found in the index and names in
         # its manifest.
+        try:
+            return self._take(workdir, files, extra)
+        except OSError as e:
+            raise _store_error(self.root, e) from None
+
+    def _take(self, workdir: Path, files: list[tuple[str, str, os.stat_result]],
+              extra: Mapping[str, bytes] | None) -> Snapshot:
         with self._writing():
             index = self._index
             key = hashlib.sha256(str(workdir).encode()).hexdigest()[:24]
             cache_path = self.stat_dir / f"{key}.json"
             cache = _load_json(cache_path)
             cached_files: dict[str, list[Any]] = cache.get("files") or {}
+            if not isinstance(cached_files, dict):  # damaged: only a cache, read the files
+                cached_files = {}
             rows: list[tuple[str, str, int, int]] = []
             todo: list[tuple[int, str, str]] = []
             fresh: dict[str, list[Any]] = {}
@@ -241,7 +270,7 @@ class SnapshotStore:
                 mode = 0o755 if st.st_mode & 0o111 else 0o644
                 hit = cached_files.get(rel)
                 # a matching stat signature whose content the pack has: nothing to read
-                if (hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns
+                if (isinstance(hit, list) and len(hit) == 4 and hit[0] == st.st_size and hit[1] == st.st_mtime_ns
                         and hit[2] == st.st_ino and hit[3] in index):
                     rows.append((rel, hit[3], st.st_size, mode))
                     fresh[rel] = hit
@@ -290,8 +319,11 @@ class SnapshotStore:
             snapshot_id = hashlib.sha256(manifest).hexdigest()[:20]
             manifest_path = self.manifests / snapshot_id
             try:  # in use again: garbage collection spares recent manifests (a submit's)
+                same = manifest_path.read_bytes() == manifest  # not, if damaged on disk
                 os.utime(manifest_path)
             except FileNotFoundError:
+                same = False
+            if not same:
                 self.manifests.mkdir(parents=True, exist_ok=True)
                 _atomic_write(manifest_path, manifest, durable=True)
             if fresh != cached_files:
@@ -300,15 +332,37 @@ class SnapshotStore:
                     {"workdir": str(workdir), "files": fresh}, separators=(",", ":")).encode())
             entries = tuple(SnapshotEntry(p, d, s, bool(m & 0o111)) for p, d, s, m in rows)
             return Snapshot(snapshot_id, entries, self.root, new_files, new_bytes,
-                            dict(self._index), self._index_identity)
+                            dict(self._index), self._index_identity, workdir)
 
     def load(self, snapshot_id: str) -> Snapshot:
         try:
             data = (self.manifests / snapshot_id).read_bytes()
         except FileNotFoundError:
             raise JobError(f"no snapshot {snapshot_id} in {self.root}") from None
+        except OSError as e:
+            raise _store_error(self.root, e) from None
+        try:
+            rows = pack.parse_manifest(data)
+        except pack.Damaged as e:
+            raise BackendError(f"the snapshot {self.manifests / snapshot_id} is damaged ({e}): "
+                               f"submit the job again") from None
         return Snapshot(snapshot_id, tuple(SnapshotEntry(p, d, s, bool(m & 0o111))
-                                           for p, d, s, m in pack.parse_manifest(data)), self.root)
+                                           for p, d, s, m in rows), self.root)
+
+    def restore(self, digest: str, path: Path) -> bool:
+        """Store the content *digest* again, from the file *path*, when the pack's copy is
+        damaged; False if *path* no longer has that content. The new index record supersedes
+        the old one (the last record of a digest is the one read), and garbage collection
+        drops the damaged bytes."""
+        try:
+            content = path.read_bytes()
+        except OSError:
+            return False
+        if hashlib.sha256(content).hexdigest() != digest:
+            return False
+        with self._writing(), self._appending() as append:
+            append.add(digest, content, force=True)
+        return True
 
     # -- the pack -----------------------------------------------------------------------------
 
@@ -328,7 +382,7 @@ class SnapshotStore:
         try:
             limit = os.path.getsize(data_path)
         except FileNotFoundError:
-            return
+            limit = 0
         ident = pack.identity(index_path)
         size = os.path.getsize(index_path) if ident is not None else 0
         if ident != self._index_identity or size < self._index_read:
@@ -354,8 +408,11 @@ class SnapshotStore:
             for new in (new_index, new_data):
                 with contextlib.suppress(FileNotFoundError):
                     new.unlink()
-        try:
+        try:  # lost (deleted): whatever the index names is gone, and is stored again
             data_size = os.path.getsize(self._data_path)
+        except FileNotFoundError:
+            data_size = 0
+        try:
             fd = os.open(self._index_path, os.O_RDWR)
         except FileNotFoundError:
             return
@@ -410,6 +467,12 @@ class SnapshotStore:
         the layout of kubelab before the pack (``objects/``, ``index.json``, ``*.json``
         manifests), which nothing reads any more."""
         keep = set(keep)
+        try:
+            return self._gc(keep, grace)
+        except OSError as e:
+            raise _store_error(self.root, e) from None
+
+    def _gc(self, keep: set[str], grace: float) -> GcReport:
         with self._writing():
             now = time.time()
             kept_ids: list[str] = []
@@ -435,12 +498,26 @@ class SnapshotStore:
                 else:
                     dropped.append(path)
             needed: set[str] = set()
-            for name in kept_ids:
-                needed.update(d for _, d, _, _ in pack.parse_manifest(
-                    (self.manifests / name).read_bytes()))
+            for name in list(kept_ids):
+                try:
+                    needed.update(d for _, d, _, _ in pack.parse_manifest(
+                        (self.manifests / name).read_bytes()))
+                except pack.Damaged as e:
+                    if name in keep:  # which contents the job needs cannot be told
+                        raise BackendError(
+                            f"the snapshot {self.manifests / name} is damaged ({e}) and a job "
+                            f"still uses it: submit that job again with --replace (which "
+                            f"writes it anew) or delete it, then run `%jobs gc` again") from None
+                    kept_ids.remove(name)  # unusable, and no job's: dropped
+                    recent -= 1
+                    dropped.append(self.manifests / name)
             old_size = os.path.getsize(self._data_path) if self._data_path.exists() else 0
             blobs = sorted((off, size, digest) for digest, (off, size) in self._index.items()
                            if digest in needed)
+            # every kept content is read and checked: a damaged one is dropped, so that the
+            # next snapshot that has it stores it anew (rather than reuse the damaged bytes)
+            damaged = self._damaged(blobs)
+            blobs = [b for b in blobs if b[2] not in damaged]
             kept_bytes = sum(size for _, size, _ in blobs)
             dropped_blobs = len(self._index) - len(blobs)
             if dropped_blobs or kept_bytes != old_size:
@@ -455,7 +532,31 @@ class SnapshotStore:
                 dropped_contents=dropped_blobs,
                 dropped_snapshots=len([p for p in dropped if "." not in p.name]),
                 kept_bytes=kept_bytes, kept_contents=len(blobs), kept_snapshots=len(kept_ids),
-                recent_snapshots=recent, grace=grace, legacy_bytes=legacy)
+                recent_snapshots=recent, grace=grace, legacy_bytes=legacy,
+                damaged_contents=len(damaged))
+
+    def _damaged(self, blobs: list[tuple[int, int, str]]) -> set[str]:
+        """The digests of *blobs* (offset, size, digest) whose bytes in the pack do not hash to
+        them."""
+        bad: set[str] = set()
+        if not blobs:
+            return bad
+        src = os.open(self._data_path, os.O_RDONLY)
+        try:
+            for offset, size, digest in blobs:
+                h = hashlib.sha256()
+                done = 0
+                while done < size:
+                    chunk = os.pread(src, min(size - done, _CHUNK), offset + done)
+                    if not chunk:
+                        break
+                    h.update(chunk)
+                    done += len(chunk)
+                if done != size or h.hexdigest() != digest:
+                    bad.add(digest)
+        finally:
+            os.close(src)
+        return bad
 
     def _rewrite(self, blobs: list[tuple[int, int, str]]) -> None:
         """Write *blobs* (offset, size, digest) into a new pack and switch to it (the caller
@@ -518,6 +619,8 @@ class GcReport:
     grace: float = 0.0
     #: of ``freed_bytes``: the layout before the pack (``objects/``, ``index.json``)
     legacy_bytes: int = 0
+    #: contents whose bytes no longer matched their SHA-256, dropped (stored anew when needed)
+    damaged_contents: int = 0
 
     def __str__(self) -> str:
         if self.freed_bytes:
@@ -533,6 +636,9 @@ class GcReport:
         if self.recent_snapshots:
             text += (f", {self.recent_snapshots} of them unused but newer than "
                      f"{self.grace / 60:g} min (a submit may be using them)")
+        if self.damaged_contents:
+            text += (f"; dropped {self.damaged_contents} damaged content(s) (their bytes no longer "
+                     f"matched their SHA-256): the next submit stores them anew")
         return text
 
 
@@ -545,8 +651,8 @@ class _Appender:
         self.offset = data.seek(0, os.SEEK_END)
         self.records: list[bytes] = []
 
-    def add(self, digest: str, content: bytes) -> bool:
-        if digest in self.index:
+    def add(self, digest: str, content: bytes, *, force: bool = False) -> bool:
+        if digest in self.index and not force:
             return False
         self.data.write(content)
         self._record(digest, len(content))
@@ -618,6 +724,22 @@ def _too_large(workdir: Path, files: list[tuple[str, str, os.stat_result]], tota
         f".kubelabignore (or .gitignore), or mount them with --data",
         largest=largest,
     )
+
+
+def _store_error(root: Path, e: OSError) -> BackendError:
+    """What to tell the user when the store's layout is broken (a file where a folder should be,
+    a folder where a file should be, no permission): the path, and what to do."""
+    what = {IsADirectoryError: "a folder where kubelab keeps a file",
+            NotADirectoryError: "a file where kubelab keeps a folder",
+            FileExistsError: "a file where kubelab keeps a folder"}.get(type(e), e.strerror or str(e))
+    where = Path(e.filename or root)
+    if isinstance(e, NotADirectoryError):  # the file is the first of its folders that is one
+        where = next((p for p in reversed([where, *where.parents])
+                      if p.exists() and not p.is_dir()), where)
+    return BackendError(
+        f"the snapshot store {root} is damaged: {where}: {what}. Move {root} away (`mv {root} "
+        f"{root}.damaged`): the next submit starts a new one (running jobs keep their "
+        f"workspaces)")
 
 
 def _load_json(path: Path) -> dict[str, Any]:
