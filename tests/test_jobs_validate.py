@@ -128,3 +128,12 @@ def test_context_from_the_spawners_environment(tmp_path) -> None:
 
     with pytest.raises(BackendError, match="kubelab config check"):
         JobContext.from_environ({**env, "KUBELAB_CONFIG": str(bad)})
+
+
+@pytest.mark.parametrize("key", ["KUBELAB_DATASETS", "KUBELAB_USER", "KUBELAB_GROUPS",
+                                 "KUBELAB_CONFIG", "KUBELAB_ANYTHING", "CUDA_VISIBLE_DEVICES"])
+def test_kubelabs_own_variables_cannot_be_replaced(key: str) -> None:
+    """Every KUBELAB_* name is kubelab's (docs/jobs.md), not only those it sets in every job."""
+    with pytest.raises(InvalidJobSpec, match=f"'{key}' is set by kubelab in every job"):
+        spec(env={key: "x"})
+    assert spec(env={"KUBELABX": "1", "MY_KUBELAB_Y": "2"}).env["KUBELABX"] == "1"

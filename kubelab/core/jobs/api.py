@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from kubelab.core.jobs.backend import Backend
+from kubelab.core.jobs.backend import Backend, check_rank, check_timeout
 from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.errors import BackendError, InvalidJobSpec
 from kubelab.core.jobs.snapshot import GcReport
@@ -126,14 +126,14 @@ class Job:
 
     def logs(self, follow: bool = False, *, rank: int = 0) -> Iterator[str]:
         """The job's log lines; with *follow*, keep yielding as they come until the job ends."""
-        return iter(self.backend.open_logs(self.name, follow=follow, rank=rank))
+        return iter(self.backend.open_logs(self.name, follow=bool(follow), rank=check_rank(rank)))
 
     def wait(self, timeout: float | None = None, *, check: bool = True) -> JobStatus:
         """Block until the job ends and return its status. Raises
         :class:`~kubelab.core.jobs.errors.WaitTimeout` after *timeout* seconds, and with *check*
         (the default) :class:`~kubelab.core.jobs.errors.JobFailed` unless it succeeded (the
         exception has the exit code and the last log lines)."""
-        self._info = self.backend.wait(self.name, timeout, check=check)
+        self._info = self.backend.wait(self.name, check_timeout(timeout), check=bool(check))
         return self._info.status
 
     def cancel(self) -> JobStatus:
@@ -174,10 +174,14 @@ def _function_source(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> str:
     lines = source.splitlines()
     while lines and lines[0].lstrip().startswith("@"):  # decorators are not shipped
         lines.pop(0)
+    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+        raise InvalidJobSpec(f"kwargs must be a dict of argument names to values, like "
+                             f"{{'lr': 3e-4}}; got {type(kwargs).__name__} {shorten(kwargs)}")
     try:
         encoded = json.dumps(dict(kwargs))
-    except TypeError:
-        raise InvalidJobSpec("function arguments must be JSON values (numbers, strings, lists, dicts)") from None
+    except (TypeError, ValueError):
+        raise InvalidJobSpec("function arguments must be JSON values (numbers, strings, lists, "
+                             "dicts, True/False/None)") from None
     return "\n".join(lines) + (
         f"\n\nif __name__ == '__main__':\n    import json as _json\n"
         f"    {fn.__name__}(**_json.loads({encoded!r}))\n"
@@ -217,7 +221,7 @@ def spec_for(target: str | Callable[..., Any] | None = None, *, code: str | None
     return JobSpec(script=script, source=source, args=args, name=name, gpus=gpus, nodes=nodes,
                    cpus=None if cpus is None else str(cpus),
                    memory=None if memory is None else str(memory), image=image, data=data,
-                   env=dict(env or {}), workdir=str(workdir), replace=bool(replace))
+                   env={} if env is None else env, workdir=workdir, replace=replace)
 
 
 def train(target: str | Callable[..., Any] | None = None, *, code: str | None = None,

@@ -23,7 +23,14 @@ from typing import Any
 
 from kubelab.core import objects
 from kubelab.core.jobs.context import JobContext
-from kubelab.core.jobs.errors import InvalidJobSpec, JobExists, JobFailed, JobNotFound, WaitTimeout
+from kubelab.core.jobs.errors import (
+    BackendError,
+    InvalidJobSpec,
+    JobExists,
+    JobFailed,
+    JobNotFound,
+    WaitTimeout,
+)
 from kubelab.core.jobs.snapshot import GcReport, Snapshot, SnapshotStore
 from kubelab.core.jobs.types import JobInfo, JobPhase, JobSpec, JobStatus, make_job_name
 from kubelab.core.jobs.validate import Resolved, validate
@@ -31,10 +38,37 @@ from kubelab.core.notebook_env import NotebookDataset, NotebookEnv
 from kubelab.core.quantity import parse_quantity
 from kubelab.core.text import shorten
 
-__all__ = ["Backend", "LogStream", "Lines", "Prepared", "CELL_FILE"]
+__all__ = ["Backend", "LogStream", "Lines", "Prepared", "CELL_FILE", "check_timeout", "check_rank",
+           "check_lines"]
 
 #: the file a cell's code is written to in the job's workspace
 CELL_FILE = "_kubelab_cell.py"
+
+
+def check_timeout(timeout: object) -> float | None:
+    """*timeout* (seconds, or None: no limit) if it is one, else :class:`InvalidJobSpec`."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise InvalidJobSpec(f"timeout must be a number of seconds, 0 or more (or None: no limit), "
+                             f"got {type(timeout).__name__} {shorten(timeout)}")
+    return float(timeout)
+
+
+def check_rank(rank: object) -> int:
+    """*rank* (a worker's index, 0 for the first node) if it is one, else :class:`InvalidJobSpec`."""
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise InvalidJobSpec(f"rank must be a whole number, 0 or more (the node's index), "
+                             f"got {type(rank).__name__} {shorten(rank)}")
+    return rank
+
+
+def check_lines(lines: object) -> int:
+    """A count of log lines: a whole number, 0 or more (a huge one means the whole log)."""
+    if isinstance(lines, bool) or not isinstance(lines, int) or lines < 0:
+        raise InvalidJobSpec(f"the number of lines must be a whole number, 0 or more, "
+                             f"got {type(lines).__name__} {shorten(lines)}")
+    return min(lines, sys.maxsize)
 
 
 @dataclass
@@ -186,6 +220,8 @@ class Backend(abc.ABC):
         timings["validate"] = time.perf_counter() - t0
         workdir = Path(spec.workdir).expanduser()
         entry, extra = _entry(spec, workdir)
+        job_dir = self.ctx.jobs_root / name
+        _check_job_dir(job_dir)
         t1 = time.perf_counter()
         snapshot = self.store.take(
             workdir,
@@ -193,7 +229,6 @@ class Backend(abc.ABC):
             extra=extra,
             exclude=[self.ctx.jobs_root],
         )
-        job_dir = self.ctx.jobs_root / name
         if job_dir.exists() and spec.name is None:  # a random name that was taken: try another
             return self.submit(_renamed(spec))
         if existing:
@@ -292,6 +327,7 @@ class Backend(abc.ABC):
     def wait(self, name: str, timeout: float | None = None, *, check: bool = False) -> JobInfo:
         """Block until the job is done (or raise :class:`WaitTimeout`); with *check*, raise
         :class:`JobFailed` unless it succeeded."""
+        timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             info = self.get(name)
@@ -306,7 +342,7 @@ class Backend(abc.ABC):
         return info
 
     def tail(self, name: str, lines: int = 20) -> list[str]:
-        last: collections.deque[str] = collections.deque(maxlen=lines)
+        last: collections.deque[str] = collections.deque(maxlen=check_lines(lines))
         stream = self.open_logs(name, follow=False)
         for line in stream:
             last.append(line)
@@ -344,11 +380,28 @@ def _renamed(spec: JobSpec) -> JobSpec:
     return replace(spec, name=None)
 
 
+def _check_job_dir(job_dir: Path) -> None:
+    """Refuse a job folder (or its ``outputs``) that something else than a folder is in the way
+    of, before anything is stopped or created."""
+    for path in (job_dir, job_dir / "outputs", job_dir / "workspace"):
+        if (path.exists() or path.is_symlink()) and not path.is_dir():
+            raise BackendError(f"{path} is in the way of the job's folder: it is a file, not a "
+                               f"folder; move or remove it, or pick another --name")
+        if not path.is_dir():
+            return
+
+
 def _entry(spec: JobSpec, workdir: Path) -> tuple[str, dict[str, bytes]]:
     """The entry point relative to the workspace, and extra files to put in the snapshot."""
     if spec.source is not None:
-        return CELL_FILE, {CELL_FILE: spec.source.encode("utf-8")}
+        try:
+            return CELL_FILE, {CELL_FILE: spec.source.encode("utf-8")}
+        except UnicodeEncodeError as e:  # JobSpec refuses it; a spec made otherwise
+            raise InvalidJobSpec(f"the code contains {spec.source[e.start]!r}, which is not "
+                                 f"valid text (a lone surrogate)") from None
     assert spec.script is not None
+    if workdir.exists() and not workdir.is_dir():
+        raise InvalidJobSpec(f"the working directory {shorten(str(workdir))} is a file, not a folder")
     script = Path(spec.script).expanduser()
     path = script if script.is_absolute() else workdir / script
     if not path.is_file():

@@ -8,6 +8,7 @@ dataclasses so that both backends, the magics and the tests compare and print th
 from __future__ import annotations
 
 import enum
+import os
 import re
 import secrets
 import string
@@ -34,6 +35,66 @@ RESERVED_ENV = frozenset({
     "MASTER_ADDR", "MASTER_PORT", "NNODES", "NODE_RANK", "NPROC_PER_NODE", "WORLD_SIZE", "RANK",
     "LOCAL_RANK", "PYTHONUNBUFFERED",
 })
+#: every variable whose name starts so is kubelab's (KUBELAB_DATASETS, KUBELAB_USER, ...): a job
+#: gets the notebook's, and a user's ``--env`` may not replace them
+RESERVED_ENV_PREFIX = "KUBELAB_"
+#: what the script's arguments and the ``--env`` values may add up to, in bytes (UTF-8): the
+#: kernel refuses a command line plus environment much over 2 MiB ("Argument list too long") and
+#: a single string over 128 KiB; a Kubernetes object is limited to about 1 MiB
+MAX_ARGS_ENV_BYTES = 128 * 1024
+
+
+def env_reserved(key: str) -> bool:
+    """Whether *key* is a variable kubelab sets itself, which a job's env may not replace."""
+    return key in RESERVED_ENV or key.startswith(RESERVED_ENV_PREFIX)
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _not_unicode(text: str) -> str | None:
+    """The first character of *text* that UTF-8 cannot encode (a lone surrogate), shown as an
+    escape (with its line, for several lines), or None when there is none."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        where = f" (line {text.count(chr(10), 0, e.start) + 1})" if "\n" in text else ""
+        return repr(text[e.start])[1:-1] + where
+    return None
+
+
+def _is_os_path(path: str) -> bool:
+    """Whether the OS can take *path* (no NUL; encodable, undecodable bytes' escapes included)."""
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in path
+
+
+def _check_text(what: str, value: object) -> None:
+    """Refuse *value* unless it is a string the OS and JSON take: no NUL, no lone surrogate."""
+    if not isinstance(value, str):
+        suggestion = f" (pass str({value!r}))" if isinstance(value, (int, float)) else ""
+        raise InvalidJobSpec(f"{what} must be a string, got {_type_name(value)} "
+                             f"{shorten(value)}{suggestion}")
+    if "\x00" in value:
+        raise InvalidJobSpec(f"{what} {shorten(value)} contains a NUL character")
+    bad = _not_unicode(value)
+    if bad:
+        raise InvalidJobSpec(f"{what} {shorten(value)} contains {bad}, a lone surrogate that is "
+                             f"not valid text")
+
+
+def _strings(label: str, value: object, hint: str) -> tuple[str, ...]:
+    """*value* as a tuple of strings, or InvalidJobSpec naming what is wrong."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise InvalidJobSpec(f"{label} must be a list of strings, like {hint}; "
+                             f"got {_type_name(value)} {shorten(value)}")
+    for i, item in enumerate(value):
+        _check_text(f"{label}[{i}]", item)
+    return tuple(value)
 
 
 def check_job_name(name: str) -> str:
@@ -109,9 +170,14 @@ class JobSpec:
     replace: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "args", tuple(str(a) for a in self.args))
-        object.__setattr__(self, "data", tuple(self.data))
+        object.__setattr__(self, "args", _strings("args", self.args, "['--epochs', '10']"))
+        object.__setattr__(self, "data", _strings("data", self.data, "['imagenet']"))
+        if not isinstance(self.env, Mapping):
+            raise InvalidJobSpec(f"env must be a dict of names to strings, like {{'SEED': '1'}}; "
+                                 f"got {_type_name(self.env)} {shorten(self.env)}")
         object.__setattr__(self, "env", dict(self.env))
+        if isinstance(self.workdir, os.PathLike):
+            object.__setattr__(self, "workdir", os.fspath(self.workdir))
         self.check()
 
     def check(self) -> None:
@@ -122,11 +188,17 @@ class JobSpec:
             if not isinstance(self.script, str) or not self.script.strip():
                 raise InvalidJobSpec("the script path is empty")
             if "\x00" in self.script:
-                raise InvalidJobSpec("the script path contains a NUL character")
+                raise InvalidJobSpec(f"the script path {shorten(self.script)} contains a NUL character")
         if self.source is not None and not isinstance(self.source, str):
             raise InvalidJobSpec("the code to run must be a string")
         if self.source is not None and not self.source.strip():
             raise InvalidJobSpec("the cell is empty: there is no code to run")
+        if self.source is not None:
+            bad = _not_unicode(self.source)
+            if bad:
+                raise InvalidJobSpec(f"the code contains {bad}, a lone surrogate that is not valid "
+                                     f"text and cannot be saved as UTF-8: write it as an escape "
+                                     f"inside a string, or remove it")
         if self.name is not None:
             check_job_name(self.name)
         for label, value, least in (("gpus", self.gpus, 0), ("nodes", self.nodes, 1)):
@@ -148,8 +220,11 @@ class JobSpec:
                 ) from None
             if amount <= 0:
                 raise InvalidJobSpec(f"{label} must be more than zero, got {shorten(value)}")
-        if self.image is not None and (not self.image or any(c.isspace() for c in self.image)):
-            raise InvalidJobSpec(f"invalid image reference {shorten(self.image)}")
+        if self.image is not None and (not isinstance(self.image, str) or not self.image
+                                       or any(c.isspace() for c in self.image)):
+            raise InvalidJobSpec(f"invalid image reference {shorten(self.image)}"
+                                 + ("" if isinstance(self.image, str) else
+                                    f" ({_type_name(self.image)}; give a string)"))
         for d in self.data:
             if not isinstance(d, str) or not d:
                 raise InvalidJobSpec(f"invalid dataset name {shorten(d)}")
@@ -158,10 +233,33 @@ class JobSpec:
                 raise InvalidJobSpec(
                     f"invalid environment variable name {shorten(key)} (letters, digits, '_')"
                 )
-            if key in RESERVED_ENV:
-                raise InvalidJobSpec(f"{shorten(key)} is set by kubelab in every job and cannot be changed")
-            if not isinstance(value, str) or "\x00" in value:
-                raise InvalidJobSpec(f"the value of {shorten(key)} must be a string without NUL characters")
+            if env_reserved(key):
+                raise InvalidJobSpec(
+                    f"{shorten(key)} is set by kubelab in every job and cannot be changed "
+                    f"(every {RESERVED_ENV_PREFIX}* variable is kubelab's)")
+            _check_text(f"the value of {shorten(key)}", value)
+        if not isinstance(self.workdir, str):
+            raise InvalidJobSpec(f"workdir must be a folder path (a string), got "
+                                 f"{_type_name(self.workdir)} {shorten(self.workdir)}")
+        if not self.workdir.strip():
+            raise InvalidJobSpec("the working directory is empty (give a folder, like '.')")
+        for label, path in (("the working directory", self.workdir), ("the script path", self.script)):
+            if path is not None and not _is_os_path(path):
+                raise InvalidJobSpec(f"{label} {shorten(path)} contains a NUL character or text "
+                                     f"that is not a valid file name")
+        if not isinstance(self.replace, bool):
+            raise InvalidJobSpec(f"replace must be True or False, got {_type_name(self.replace)} "
+                                 f"{shorten(self.replace)}")
+        sizes = [(f"argument {shorten(a)}", len(a.encode("utf-8", "surrogatepass"))) for a in self.args]
+        sizes += [(f"--env {k}", len(k) + 1 + len(v.encode("utf-8", "surrogatepass")))
+                  for k, v in self.env.items()]
+        total = sum(size for _, size in sizes)
+        if total > MAX_ARGS_ENV_BYTES:
+            what, size = max(sizes, key=lambda item: item[1])
+            raise InvalidJobSpec(
+                f"the script's arguments and --env values add up to {total:,} bytes, over the "
+                f"{MAX_ARGS_ENV_BYTES // 1024} KiB a job may be given; the biggest is {what} "
+                f"({size:,} bytes): put large values in a file in the working directory")
 
     @property
     def entry_name(self) -> str:
