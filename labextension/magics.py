@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import html
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
 from kubelab.core.jobs.api import Job
 from kubelab.core.jobs.errors import JobError
@@ -55,10 +56,67 @@ class HelpRequested(UsageError):
         self.text = magic.__doc__ or ""
 
 
-def _parse(magic: Any, line: str) -> argparse.Namespace:
-    """parse_argstring, with every failure turned into a short UsageError."""
+def split_line(line: str) -> list[str]:
+    """The words of a magic's line, split as a POSIX shell does: quotes group words and are
+    removed (``--msg "hello world"`` is two words, the second ``hello world``), a backslash
+    escapes the next character. (IPython's own ``parse_argstring`` splits with ``posix=False``,
+    which keeps the quotes in the words.) An unclosed quote is a UsageError."""
     try:
-        args = parse_argstring(magic, line)
+        return shlex.split(line, comments=False, posix=True)
+    except ValueError as e:  # "No closing quotation", "No escaped character"
+        raise UsageError(f"cannot split the line: {str(e).lower()} (close every quote: a value with spaces "
+                         f"goes in quotes, like --msg 'hello world')") from None
+
+
+def _dash_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """*argv* with ``--memory -1Gi`` written ``--memory=-1Gi``: a value that starts with '-'
+    after an option that takes one is that option's value (argparse takes it for an option and
+    says "expected one argument"), unless it is an option itself. Only the options before the
+    script (or ``--``) are looked at in ``%train``: what follows is the script's own."""
+    remainder = any(action.nargs == argparse.REMAINDER for action in parser._actions)
+    takes_value = {opt: action for action in parser._actions for opt in action.option_strings
+                   if action.nargs is None and action.const is None}
+    known = [opt for action in parser._actions for opt in action.option_strings]
+
+    def is_option(word: str) -> bool:
+        name = word.split("=", 1)[0]
+        return name in known or (name.startswith("--") and any(o.startswith(name) for o in known))
+
+    def value_option(word: str) -> str | None:
+        if word in takes_value:
+            return word
+        if word.startswith("--"):
+            matches = {takes_value[o].dest for o in takes_value if o.startswith(word)}
+            matches_all = [o for o in known if o.startswith(word)]
+            if len(matches) == 1 and all(o in takes_value for o in matches_all):
+                return word
+        return None
+
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--" or (remainder and (not word.startswith("-") or word == "-")):
+            out.extend(argv[i:])
+            break
+        if value_option(word) and i + 1 < len(argv):
+            value = argv[i + 1]
+            if value.startswith("-") and value != "--" and not is_option(value):
+                out.append(f"{word}={value}")
+            else:
+                out.extend([word, value])
+            i += 2
+            continue
+        out.append(word)
+        i += 1
+    return out
+
+
+def _parse(magic: Any, line: str) -> argparse.Namespace:
+    """The line split like a shell and parsed by the magic's argparse parser, with every
+    failure turned into a short UsageError."""
+    try:
+        args = magic.parser.parse_args(_dash_values(magic.parser, split_line(line)))
         if getattr(args, "help", False):
             raise HelpRequested(magic)
         return args
@@ -66,8 +124,8 @@ def _parse(magic: Any, line: str) -> argparse.Namespace:
         raise
     except SystemExit:  # argparse's own exit (help, version): never let it end the kernel
         raise UsageError(f"see {magic.__name__}? for the options") from None
-    except ValueError as e:  # shlex: "No closing quotation", "No escaped character"
-        raise UsageError(f"cannot split the line: {e}") from None
+    except ValueError as e:  # not expected from argparse; one line all the same
+        raise UsageError(f"cannot parse the line: {e}") from None
 
 
 def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -112,6 +170,9 @@ def parse_jobs(line: str) -> argparse.Namespace:
     if args.action == "gc" and args.name:
         raise UsageError("%jobs gc takes no job name: it frees the snapshots of every job that "
                          "is gone (see %jobs?)")
+    if args.action == "list" and args.name:
+        raise UsageError(f"%jobs list takes nothing more, got {shorten(args.name)}: it lists "
+                         f"all your jobs (see %jobs?)")
     if args.tail is not None and args.tail < 0:
         raise UsageError(f"--tail must be 0 or more, got {args.tail}")
     if args.timeout is not None and not args.timeout > 0:
@@ -208,6 +269,10 @@ class KubelabMagics(Magics):
             %train --gpus 8 --nodes 2 train.py --epochs 10 --lr 3e-4
             %train --no-follow --env WANDB_MODE=offline train.py
             %%train --name resnet-lr3 --replace     # edit the cell, run it again
+
+        The line is split like a shell's: quotes group a value with spaces and are removed::
+
+            %train --env 'MSG=hello world' train.py --title "run 3"
         """
         try:
             options = parse_train(line, cell)

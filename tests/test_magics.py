@@ -111,6 +111,21 @@ def test_a_failed_job_shows_exit_code_not_a_traceback(ip, capsys) -> None:
     ("%jobs wait ghost --timeout 0", "--timeout must be more than 0"),
     ("%jobs logs ghost --tail -3", "--tail must be 0 or more"),
     ("%jobs gc ghost", "%jobs gc takes no job name"),
+    ("%jobs list extra", "%jobs list takes nothing more, got 'extra'"),
+    # NUL bytes and lone surrogates: one message, not a ValueError from posix_spawn or encode
+    ("%train --workdir \x00 train.py", "the working directory '\\x00' contains a NUL character"),
+    ("%train --name n1 train.py a\x00b", "args[0] 'a\\x00b' contains a NUL character"),
+    ("%%train --name n2 -- a\x00b\nprint(1)\n", "args[0] 'a\\x00b' contains a NUL character"),
+    ("%%train --name n3\nprint('\udcff')\n", "the code contains \\udcff (line 1), a lone surrogate"),
+    # kubelab's own variables, all of them
+    ("%train --env KUBELAB_DATASETS=[] train.py", "'KUBELAB_DATASETS' is set by kubelab in every job"),
+    ("%train --env KUBELAB_GROUPS=other train.py", "every KUBELAB_* variable is kubelab's"),
+    ("%train --env KUBELAB_CONFIG=/dev/null train.py", "'KUBELAB_CONFIG' is set by kubelab"),
+    ("%train --env KUBELAB_USER=bob train.py", "'KUBELAB_USER' is set by kubelab"),
+    # a value that starts with '-' is the option's value, not "expected one argument"
+    ("%train --memory -1Gi train.py", "memory must be more than zero, got '-1Gi'"),
+    ("%train --name -abc train.py", "invalid job name '-abc'"),
+    ("%train --name x 'a", "cannot split the line: no closing quotation"),
     # what the user typed is echoed shortened: 57 characters and "..."
     ("%train --name " + "a" * 200 + " train.py", "invalid job name '" + "a" * 56 + "...:"),
     ("%train --env " + "K-" * 50 + "=1 train.py", "invalid environment variable name '" + "K-" * 28 + "..."),
@@ -122,6 +137,34 @@ def test_bad_input_is_one_short_message(ip, capsys, line, words) -> None:
     assert not ok
     assert words in out
     assert len(out.strip().splitlines()) <= 2, out
+
+
+def test_huge_env_values_and_args_are_refused_naming_the_biggest(local: LocalBackend) -> None:
+    """Over 128 KiB of --env values and arguments: one message naming the biggest, not the OS's
+    "Argument list too long". (Called on the magic itself: IPython's $-expansion of a 200,000
+    character line in run_cell takes minutes.)"""
+    magics = KubelabMagics(InteractiveShell.instance(), JobsController(local))
+    with pytest.raises(KubelabCellError, match=r"the biggest is --env BIG \(200,004 bytes\)"):
+        magics.train("--env A=1 --env BIG=" + "x" * 200_000 + " train.py")
+    with pytest.raises(KubelabCellError, match=r"add up to 139,128 bytes, over the 128 KiB"):
+        magics.train("train.py " + " ".join(["y" * 1023] * 136))
+    assert local.list() == []
+
+
+def test_quotes_group_words_and_are_removed(ip, capsys, workdir: Path) -> None:
+    """The line is split like a shell's: quotes group a value with spaces and go (IPython's own
+    splitting kept them: the script got '"hello world"', --env 'A=x y' was refused)."""
+    (workdir / "args.py").write_text("import os, sys\nprint('argv', sys.argv[1:], os.environ['MSG'])\n")
+    (workdir / "my script.py").write_text("print('spaced')\n")
+    ok, out = run(ip, capsys, "%train --name 'q1' --env 'MSG=x y' args.py --msg \"hello world\" 'b c' d")
+    assert ok and "argv ['--msg', 'hello world', 'b c', 'd'] x y" in out, out
+    ok, out = run(ip, capsys, "%train --name q2 'my script.py'")
+    assert ok and "spaced" in out, out
+    ok, out = run(ip, capsys, "%%train --name q3 --env \"MSG=it's\" -- 'a b' \"\"\nimport os, sys\n"
+                              "print('argv', sys.argv[1:], os.environ['MSG'])\n")
+    assert ok and "argv ['a b', ''] it's" in out, out
+    ok, out = run(ip, capsys, "%jobs logs q3 --tail 99999999999999999999")
+    assert ok and "argv ['a b', ''] it's" in out, out
 
 
 def test_no_follow_returns_the_job_and_jobs_manages_it(ip, capsys, workdir: Path) -> None:

@@ -6,12 +6,14 @@ The magics run over a controller that records instead of submitting, so the whol
 line to the controller call is exercised, not only argparse; and, fewer lines, over the real
 controller and a real local backend (so the backend's own checks — quantities, limits, names,
 the snapshot — are fuzzed too: ``--cpus 1e999`` was an OverflowError there), cleaning up every
-job it submits.
+job it submits. The line is split as a POSIX shell splits it: whatever ``shlex.join`` quotes comes
+back as the same words (IPython's own splitting kept the quotes in them).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Iterator
 from typing import Any
 
@@ -96,6 +98,23 @@ def test_jobs_never_raises_a_traceback(line: str) -> None:
         return
     assert args.action in ("list", "logs", "cancel", "wait", "delete", "metrics", "gc")
     _call(MAGICS.jobs, line)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(args=st.lists(st.text(max_size=12), max_size=6), value=st.text(max_size=12),
+       cell=st.booleans())
+def test_quoted_words_arrive_as_typed(args: list[str], value: str, cell: bool) -> None:
+    """The script's (or the cell's) arguments and an --env value, quoted as a shell would,
+    reach the job exactly: quotes group and are removed, whatever the words hold."""
+    options = ["--env", shlex.quote("K=" + value), "--name", "'q'"]
+    if cell:
+        parsed = parse_train(" ".join([*options, "--", *map(shlex.quote, args)]), "print(1)\n")
+        assert parsed["script"] is None
+    else:
+        parsed = parse_train(" ".join([*options, shlex.quote("my train.py"), *map(shlex.quote, args)]))
+        assert parsed["script"] == "my train.py"
+    assert parsed["args"] == args
+    assert parsed["env"] == ["K=" + value] and parsed["name"] == "q"
 
 
 # -- through the real controller and a real local backend ------------------------------------------
