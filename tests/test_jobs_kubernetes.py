@@ -951,7 +951,9 @@ def test_an_indexed_jobs_pods_run_torchrun_with_whole_lines(tmp_path: Path) -> N
             assert [line for line in lines if line.startswith(f"rank {rank} says ")] == [
                 f"rank {rank} says {i}" for i in range(100)], out
             assert f"rank {rank} done" in lines
-        assert "" not in lines, out
+        # no line holds two workers' text (PyTorch's own warnings, e.g. a c10d connection retry
+        # while the rendezvous comes up, may appear between them: they are not ours to check)
+        assert all(re.fullmatch(r"rank \d says \d+", line) for line in lines if " says " in line), out
         assert not any(line.startswith("kubelab:") for line in lines), out
         # the workers ran under the launcher the pod's shell wrote into its /dev/shm
         launcher = (tmp_path / f"shm-{node}/.kubelab-python").read_text()

@@ -8,10 +8,9 @@ friendly first line, not the only one.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from kubelab.core.config import Dataset, GpuType, Jobs
+from kubelab.core.config import Dataset, GpuType, Jobs, pattern_fullmatch
 from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.errors import DatasetNotAllowed, ImageNotAllowed, QuotaExceeded
 from kubelab.core.jobs.types import JobSpec, gpus_text
@@ -81,7 +80,7 @@ def validate(spec: JobSpec, ctx: JobContext, *, gpus_in_use: int = 0) -> Resolve
 
     image = spec.image or ctx.image
     if spec.image is not None and spec.image != ctx.image:
-        if not any(re.fullmatch(p, spec.image) for p in jobs.images):
+        if not any(pattern_fullmatch(p, spec.image) for p in jobs.images):
             allowed = ("images matching " + " or ".join(repr(p) for p in jobs.images)
                        if jobs.images else "only the notebook's own image")
             raise ImageNotAllowed(f"image {shorten(spec.image)} is not allowed for jobs; allowed: {allowed}")
