@@ -972,21 +972,66 @@ class ProfileSpawner(KubeSpawner):
             create = getattr(api, f"create_namespaced_{method}")
             replace = getattr(api, f"replace_namespaced_{method}")
             args = (ns,)
-        timeout = self.k8s_api_request_timeout
+        what = f"the {kind} {name!r}" + (f" in namespace {ns!r}" if ns else "")
         try:
-            await asyncio.wait_for(create(*args, obj), timeout)
+            await self._api_call(what, create, *args, obj)
         except ApiException as e:
             if e.status != 409:
-                self.log.error("Could not create %s %s/%s: %s", kind, ns, name, e.reason)
-                raise
+                raise self._api_failure(what, e) from None
             if replace is None or kind == "ServiceAccount":
                 return  # exists; a namespace's labels are the admin's to change after creation
-            if name == admission.POLICY_CONFIG_MAP and objects.USER_LABEL not in meta.get("labels", {}):
-                # a team's shared namespace: every member's grants, not only the last spawner's
-                existing = await asyncio.wait_for(api.read_namespaced_config_map(name, ns), timeout)
-                obj = admission.merge_policy_params(
-                    obj, {"data": dict(getattr(existing, "data", None) or {})})
-            await asyncio.wait_for(replace(name, ns, obj), timeout)
+            try:
+                if name == admission.POLICY_CONFIG_MAP and objects.USER_LABEL not in meta.get("labels", {}):
+                    # a team's shared namespace: every member's grants, not only the last spawner's
+                    existing = await self._api_call(what, api.read_namespaced_config_map, name, ns)
+                    obj = admission.merge_policy_params(
+                        obj, {"data": dict(getattr(existing, "data", None) or {})})
+                await self._api_call(what, replace, name, ns, obj)
+            except ApiException as e:
+                raise self._api_failure(what, e) from None
+
+    #: API answers worth retrying: the server is busy, restarting, or a proxy in front hiccuped
+    _TRANSIENT = frozenset({429, 500, 502, 503, 504})
+
+    async def _api_call(self, what: str, fn: Any, *args: Any) -> Any:
+        """``await fn(*args)`` with KubeSpawner's per-request timeout, retried with exponential
+        backoff on transient answers (429, 5xx), timeouts and dropped connections for up to
+        ``k8s_api_request_retry_timeout`` seconds; then a 503 naming *what* (never a traceback)."""
+        deadline = time.monotonic() + self.k8s_api_request_retry_timeout
+        delay = 0.1
+        while True:
+            try:
+                return await asyncio.wait_for(fn(*args), self.k8s_api_request_timeout)
+            except ApiException as e:
+                if e.status not in self._TRANSIENT:
+                    raise
+                problem = f"the Kubernetes API answered {e.status} {e.reason or ''}".rstrip()
+            except (asyncio.TimeoutError, OSError) as e:  # aiohttp's connection errors are OSErrors
+                problem = f"the Kubernetes API did not answer ({type(e).__name__})"
+            if time.monotonic() + delay > deadline:
+                self.log.error("Giving up on %s for %s: %s", what, self._log_name, problem)
+                raise spawn_error(
+                    f"Could not set up your server: {problem} when writing {what}, for "
+                    f"{self.k8s_api_request_retry_timeout:g} s. Try again in a minute; if it keeps "
+                    "happening, tell your hub admin.", reason="kubernetes-api", status=503)
+            self.log.warning("Retrying %s for %s in %.1f s: %s", what, self._log_name, delay, problem)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _api_failure(self, what: str, e: ApiException) -> web.HTTPError:
+        """An API refusal that retrying cannot fix, as a message for the user and the admin."""
+        self.log.error("Could not write %s for %s: %s %s", what, self._log_name, e.status, e.reason)
+        if e.status == 403:
+            hint = ("the hub's service account may not do this: give it the ClusterRole in "
+                    "hub_config/hub-rbac.yaml (docs/spawner.md, Hub permissions)")
+        else:
+            try:
+                hint = json.loads(e.body or "{}").get("message") or e.reason
+            except (ValueError, AttributeError):
+                hint = e.reason
+        return spawn_error(
+            f"Could not set up your server: the Kubernetes API refused {what} ({e.status}: {hint}). "
+            "Please tell your hub admin.", reason="kubernetes-api", status=500)
 
     # -- the pod: checked against the Pod Security level before it is sent ---------------------
 

@@ -460,3 +460,49 @@ async def test_a_pod_below_the_level_is_refused_before_it_is_sent(
     assert "'restricted' Pod Security" in message and "spec.initContainers[0]" in message
     assert "privileged" in message
     assert kube_cluster.list_objects("pods", None) == []
+
+
+# -- an API server that fails -----------------------------------------------------------------------
+
+
+async def test_transient_api_errors_while_setting_up_the_namespace_are_retried(
+    kube_cluster: Any, make_spawner: Callable[..., Any]
+) -> None:
+    kube_cluster.faults.fail(500, times=2, method="POST", path=r"/roles$")
+    kube_cluster.faults.fail(429, times=1, method="POST", path=r"/resourcequotas$", retry_after=0)
+    spawner = make_spawner()
+    await start(spawner, {"profile": "cpu", "datasets": []})
+    assert kube_cluster.get_object("roles", "kubelab-ml-alice", "kubelab-user", group="rbac.authorization.k8s.io")
+    assert pod_of(kube_cluster, spawner)["metadata"]["labels"]["kubelab.dev/user"] == "alice"
+
+
+async def test_an_api_server_that_keeps_failing_gives_a_clear_message(
+    kube_cluster: Any, make_spawner: Callable[..., Any]
+) -> None:
+    kube_cluster.faults.fail(503, method="POST", path=r"/roles$")
+    spawner = make_spawner(k8s_api_request_retry_timeout=1)
+    with pytest.raises(web.HTTPError) as e:
+        await start(spawner, {"profile": "cpu", "datasets": []})
+    message = str(getattr(e.value, "message", e.value))
+    assert e.value.status_code == 503
+    assert "the Kubernetes API answered 503" in message
+    assert "the Role 'kubelab-user' in namespace 'kubelab-ml-alice'" in message
+    assert "Traceback" not in message
+    assert kube_cluster.list_objects("pods", None) == []
+    # and once the API is back, the same spawner starts
+    kube_cluster.faults.clear()
+    await start(spawner, {"profile": "cpu", "datasets": []})
+    assert pod_of(kube_cluster, spawner)
+
+
+async def test_a_refusal_names_the_object_and_the_hubs_permissions(
+    kube_cluster: Any, make_spawner: Callable[..., Any]
+) -> None:
+    kube_cluster.faults.fail(403, method="POST", path=r"/rolebindings$")
+    spawner = make_spawner()
+    with pytest.raises(web.HTTPError) as e:
+        await start(spawner, {"profile": "cpu", "datasets": []})
+    message = str(getattr(e.value, "message", e.value))
+    assert e.value.status_code == 500
+    assert "refused the RoleBinding 'kubelab-user'" in message and "hub-rbac.yaml" in message
+    assert kube_cluster.list_objects("pods", None) == []
