@@ -79,6 +79,9 @@ def test_wait_timeout_and_logs_rank_are_checked(local: LocalBackend) -> None:
             job.logs(rank=rank)
     assert job.wait(timeout=float("inf")).ok
     assert list(job.logs(rank=0)) == ["done"]
+    # a node that the job does not have (a local job runs on one)
+    with pytest.raises(InvalidJobSpec, match=r"runs on 1 node: rank is 0, got 1"):
+        job.logs(rank=1)
 
 
 def test_a_huge_tail_is_the_whole_log(local: LocalBackend) -> None:

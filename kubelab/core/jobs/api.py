@@ -125,8 +125,16 @@ class Job:
         return (self._info or self.info).output_dir
 
     def logs(self, follow: bool = False, *, rank: int = 0) -> Iterator[str]:
-        """The job's log lines; with *follow*, keep yielding as they come until the job ends."""
-        return iter(self.backend.open_logs(self.name, follow=bool(follow), rank=check_rank(rank)))
+        """The job's log lines; with *follow*, keep yielding as they come until the job ends.
+        *rank* is the node's index (0 to ``nodes - 1``)."""
+        rank = check_rank(rank)
+        if rank:
+            nodes = self.info.nodes
+            if rank >= nodes:
+                raise InvalidJobSpec(
+                    f"job {self.name!r} runs on {nodes} node{'s' if nodes != 1 else ''}: rank is "
+                    f"{'0' if nodes == 1 else f'0 to {nodes - 1}'}, got {rank}")
+        return iter(self.backend.open_logs(self.name, follow=bool(follow), rank=rank))
 
     def wait(self, timeout: float | None = None, *, check: bool = True) -> JobStatus:
         """Block until the job ends and return its status. Raises
