@@ -4,6 +4,7 @@ Kubernetes API test server, and stopping the hub-wide watches between tests."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 
 class FakeGroup:
@@ -40,3 +41,12 @@ async def cleanup_shared_watches() -> None:
     ProfileSpawner._ensured.clear()
     ProfileSpawner._ensured_shapes.clear()
     ProfileSpawner._claims_seen.clear()
+
+
+def home_volume(mount_path: str = "/home/jovyan") -> dict[str, Any]:
+    """ProfileSpawner traits giving the notebook KubeSpawner's home PVC (``{pvc_name}``) at
+    *mount_path*, as hub_config/jupyterhub_config.py does."""
+    return {
+        "volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}],
+        "volume_mounts": [{"name": "home", "mountPath": str(mount_path)}],
+    }

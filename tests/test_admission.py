@@ -27,6 +27,7 @@ import yaml
 
 from kubelab.core import admission, objects
 from kubelab.core.config import parse_config
+from kubelab.tests.spawner_support import home_volume
 from kubelab.tests.test_spawner_kubernetes import A100, GPU_TAINT, add_claims, pod_of, start
 from kubelab.tests.test_spawner_profiles import CONFIG_YAML
 
@@ -471,10 +472,7 @@ async def test_a_spawned_notebook_and_the_job_it_submits_are_admitted(
     home_mount = tmp_path / "home"
     home_mount.mkdir()
     kube_cluster.add_node("a100-0", gpus=8, labels=A100, taints=GPU_TAINT)
-    spawner = make_spawner(
-        volumes=[{"name": "home", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}],
-        volume_mounts=[{"name": "home", "mountPath": str(home_mount)}],
-    )
+    spawner = make_spawner(**home_volume(str(home_mount)))
     add_claims(kube_cluster, NS, "imagenet", "scratch", "data-alice")
     await start(spawner, {"profile": "a100", "gpus": 1, "datasets": [
         "imagenet", "shares", "mine", {"name": "scratch", "sub_path": "exp", "mount_path": "/scratch/exp"}]})
@@ -849,12 +847,8 @@ async def test_the_hub_merges_a_shared_namespaces_params_across_members(
     replacing the last member's (whose running pods and jobs would then be refused)."""
     shared = "kubelab-vision"
     add_claims(kube_cluster, shared, "scratch", user=None, team="vision")
-    victor = make_spawner("victor", ("vision",), storage_pvc_ensure=False,
-                          volumes=[{"name": "home", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}],
-                          volume_mounts=[{"name": "home", "mountPath": "/home/jovyan"}])
-    wendy = make_spawner("wendy", ("vision",), storage_pvc_ensure=False,
-                         volumes=[{"name": "home", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}],
-                         volume_mounts=[{"name": "home", "mountPath": "/home/jovyan"}])
+    victor = make_spawner("victor", ("vision",), **home_volume())
+    wendy = make_spawner("wendy", ("vision",), **home_volume())
     await start(victor, {"profile": "cpu", "datasets": ["scratch"]})
     await start(wendy, {"profile": "cpu", "datasets": []})
     written = kube_cluster.get_object("configmaps", shared, admission.POLICY_CONFIG_MAP)

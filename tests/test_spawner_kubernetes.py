@@ -19,6 +19,7 @@ import pytest
 from tornado import web
 
 from kubelab.core.podsecurity import violations
+from kubelab.tests.spawner_support import home_volume
 from kubelab.tests.test_spawner_profiles import TAMPERED
 
 A100 = {"nvidia.com/gpu.product": "A100"}
@@ -248,11 +249,8 @@ async def test_the_notebooks_environment_gives_its_jobs_the_same_world(
     home_mount = tmp_path / "home"
     home_mount.mkdir()
     kube_cluster.add_node("a100-0", gpus=8, labels=A100, taints=GPU_TAINT)
-    spawner = make_spawner(
-        volumes=[{"name": "home", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}],
-        # the home volume where this test's kernel can write, as the pod would at /home/jovyan
-        volume_mounts=[{"name": "home", "mountPath": str(home_mount)}],
-    )
+    # the home volume where this test's kernel can write, as the pod would at /home/jovyan
+    spawner = make_spawner(**home_volume(str(home_mount)))
     add_claims(kube_cluster, "kubelab-ml-alice", "imagenet", "scratch")
     await start(spawner, {"profile": "a100", "gpus": 1, "datasets": [
         "imagenet", {"name": "scratch", "sub_path": "exp", "mount_path": "/scratch/exp"}]})
