@@ -169,41 +169,36 @@ class UpOptions:
         )
 
 
-def is_loopback(host: str) -> bool:
-    """Whether *host* (an address or a name) means only this machine."""
+def _addresses(host: str) -> set[str] | None:
+    """The IP addresses *host* (an address or a name) stands for; None when it is neither an
+    address nor a name this machine resolves."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return {str(ipaddress.ip_address(host))}
     except ValueError:
         pass
     if not host:
-        return False
+        return set()
     try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    addresses = {info[4][0] for info in infos}
-    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+        return {info[4][0].split("%")[0] for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):  # UnicodeError: a label too long for IDNA
+        return None
 
 
-def _resolvable(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        pass
-    try:
-        return bool(socket.getaddrinfo(host, None))
-    except (OSError, UnicodeError):
-        return False
+def _loopback(addresses: set[str] | None) -> bool:
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses or ())
+
+
+def is_loopback(host: str) -> bool:
+    """Whether *host* (an address or a name) means only this machine."""
+    return _loopback(_addresses(host))
 
 
 def check_listen_address(ip: str, *, insecure: bool) -> None:
     """Refuse a non-loopback address unless *insecure*: that hub is reachable from the network."""
-    if is_loopback(ip):
-        return
-    if ip and not _resolvable(ip):
+    addresses = _addresses(ip)
+    if addresses is None:
         raise UpError(f"--ip {ip!r} is not an IP address or a host name this machine can resolve")
-    if insecure:
+    if _loopback(addresses) or insecure:
         return
     shown = ip or "all addresses"
     raise UpError(

@@ -43,6 +43,7 @@ def test_a_non_loopback_ip_is_refused_without_insecure(ip: str, tmp_path: Path,
     (["--ip", "999.1.1.1"], "not an IP address or a host name"),
     (["--ip", "999.1.1.1", "--insecure"], "not an IP address or a host name"),
     (["--ip", "no such host.invalid"], "not an IP address or a host name"),
+    (["--ip", "a" * 70 + ".com", "--insecure"], "not an IP address or a host name"),  # too long for IDNA
     (["--data-dir", ""], "--data-dir is empty"),
 ])
 def test_bad_addresses_and_dirs_are_named(args: list[str], message: str, tmp_path: Path,
