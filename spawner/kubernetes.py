@@ -632,16 +632,18 @@ class ProfileSpawner(KubeSpawner):
             return Availability(unusable_datasets=unusable, known=False)
         return Availability(
             gpus=state.gpu_availability(config),
-            quota=state.quota_usage(config, user, exclude=self._pod_key()),
+            quota=state.quota_usage(config, user, exclude=self._pod_key(user)),
             unusable_datasets=unusable,
         )
 
-    def _pod_key(self) -> str:
+    def user_namespace(self, user: UserInfo | None = None) -> tuple[str, str | None]:
+        """(namespace, team) the config gives the user (``teams.<t>.namespace``)."""
+        user = user or self.user_info()
+        return objects.user_namespace(self.kubelab, username=user.name, groups=sorted(user.groups))
+
+    def _pod_key(self, user: UserInfo | None = None) -> str:
         """The reflectors' key of this server's pod, in the namespace the config gives the user."""
-        namespace = self.namespace
-        if self.enable_user_namespaces:
-            user = self.user_info()
-            namespace, _ = objects.user_namespace(self.kubelab, username=user.name, groups=sorted(user.groups))
+        namespace = self.user_namespace(user)[0] if self.enable_user_namespaces else self.namespace
         return f"{namespace}/{self.pod_name}"
 
     def _reserve_gpus(self, choice: Choice) -> None:
@@ -654,7 +656,7 @@ class ProfileSpawner(KubeSpawner):
         team = self.kubelab.team_for(sorted(user.groups))
         if team is None:
             return
-        state.reserve(self._pod_key(), team=team[0], user=user.name, gpus=choice.gpus,
+        state.reserve(self._pod_key(user), team=team[0], user=user.name, gpus=choice.gpus,
                       ttl=self.start_timeout + self.k8s_api_request_retry_timeout)
 
     def _release_gpus(self) -> None:
@@ -728,7 +730,7 @@ class ProfileSpawner(KubeSpawner):
         self._kubelab_choice = choice
         config = self.kubelab
         user = self.user_info()
-        namespace, team = objects.user_namespace(config, username=user.name, groups=sorted(user.groups))
+        namespace, team = self.user_namespace(user)
         if self.enable_user_namespaces:
             self.namespace = namespace
             self.dns_name = self.dns_name_template.format(namespace=namespace, name=self.pod_name)
@@ -896,13 +898,14 @@ class ProfileSpawner(KubeSpawner):
         if view is not None:
             out.append(objects.make_notebook_config_map(
                 dump_config(view), namespace=namespace, username=user.name, team=team))
-        out.append(self.policy_params(config, user))
+        out.append(self.policy_params(view or config, user))  # the view: already filtered
         return out
 
     def policy_params(self, config: KubelabConfig, user: UserInfo) -> dict[str, Any]:
         """The ``kubelab-policy`` ConfigMap: what the admission policy (docs/security.md) lets
         pods in this namespace mount and run — the user's datasets and images, their home
-        claims, and what the admin's own KubeSpawner settings add to notebook pods."""
+        claims, and what the admin's own KubeSpawner settings add to notebook pods. *config*
+        may be the admin's or the user's view of it: the params are the same."""
         homes = {self.pvc_name}
         for other in (getattr(self.user, "spawners", None) or {}).values():  # named servers
             if isinstance(getattr(other, "pvc_name", None), str):

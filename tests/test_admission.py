@@ -393,17 +393,17 @@ def test_params_follow_the_pod_security_level_and_the_admins_extras() -> None:
     assert "site-ca" in {v for k, v in extra.items() if k.startswith("secret.")}
 
 
-def test_patterns_re2_cannot_compile_are_left_out_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    config = CONFIG.model_copy(update={"jobs": CONFIG.jobs.model_copy(update={"images": [
-        r"registry\.example/(?!evil)[a-z]+:1", r"registry\.example/ok:\d+"]})})
-    data = params_for(config=config)["data"]
-    assert r"^(?:registry\.example/ok:\d+)$" in data.values()
-    assert not any("evil" in v for v in data.values())
-    assert "RE2 has no lookaround" in caplog.text
-    for pattern, problem in [(r"(a)\1", "backreferences"), (r"a\Z", r"\Z"), (r"a++", "possessive"),
-                             (r"(?>a)", "atomic"), (r"\(\?=", None), (r"\\1", None)]:
-        found = admission.re2_problem(pattern)
-        assert (found is None) if problem is None else (problem in found), pattern
+def test_patterns_re2_cannot_compile_never_reach_the_params() -> None:
+    """The config refuses them (kubelab.core.config compiles image patterns with RE2), so the
+    policy's ``matches`` never meets a pattern the API server's RE2 would reject."""
+    from kubelab.core.config import ConfigError
+
+    for pattern in (r"registry\.example/(?!evil)[a-z]+:1", r"(a)\1", r"a\Z", r"a++", r"(?>a)"):
+        text = POLICY_CONFIG_YAML.replace(r"'registry\.example/train:[a-z0-9.]+|registry\.example/eval:1'",
+                                          f"'{pattern}'")  # YAML single quotes: as written
+        assert text != POLICY_CONFIG_YAML
+        with pytest.raises(ConfigError, match="not a valid RE2 regular expression"):
+            parse_config(text, "x.yaml")
 
 
 def test_every_pattern_the_params_hold_compiles_as_re2() -> None:

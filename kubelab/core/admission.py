@@ -64,7 +64,7 @@ from kubelab.core.notebook_env import granted
 __all__ = [
     "POLICY_CONFIG_MAP", "POLICY_NAME", "POLICY_FORMAT", "policy_path", "load_policy",
     "policy_params", "merge_policy_params", "volume_source", "anchored", "literal_pattern",
-    "re2_problem", "UngrantableVolume",
+    "UngrantableVolume",
 ]
 
 _log = logging.getLogger("kubelab.admission")
@@ -160,27 +160,6 @@ def _refs(volume: Mapping[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-#: (what to look for, in the pattern with escapes left in, or with every escape removed; what)
-_RE2_UNSUPPORTED = [
-    (re.compile(r"\\[1-9]|\(\?P="), True, "backreferences"),
-    (re.compile(r"\\Z"), True, r"\Z (RE2 writes \z)"),
-    (re.compile(r"\(\?<?[=!]"), False, "lookaround (?=, (?!, (?<=, (?<!"),
-    (re.compile(r"\(\?>|[*+?}]\+"), False, "atomic groups or possessive quantifiers"),
-    (re.compile(r"\(\?\("), False, "conditional groups"),
-]
-
-
-def re2_problem(pattern: str) -> str | None:
-    """Why *pattern* (Python ``re`` syntax, as ``kubelab.yaml`` holds it) would not compile as
-    RE2, the syntax of CEL's ``matches`` in the API server; None when nothing known is wrong."""
-    with_escapes = pattern.replace("\\\\", "")
-    without_escapes = re.sub(r"\\.", "", pattern)
-    for found, escapes, what in _RE2_UNSUPPORTED:
-        if found.search(with_escapes if escapes else without_escapes):
-            return f"RE2 has no {what}"
-    return None
-
-
 def anchored(pattern: str) -> str:
     """*pattern* matched in full (Python's ``re.fullmatch``) as an RE2 pattern for CEL's
     ``matches``, which searches: the group keeps an alternation (``a|b``) inside the anchors,
@@ -225,13 +204,14 @@ class _Params:
     def ref(self, kind: str, name: str) -> None:
         self.data[f"{kind}.{_digest(name)}"] = name
 
-    def image(self, pattern: str, *, what: str) -> None:
-        problem = re2_problem(pattern)
-        if problem is not None:
-            _log.warning("kubelab admission policy: %s %r is left out (%s); images it would "
-                         "match will be refused", what, pattern, problem)
-            return
+    def image(self, pattern: str) -> None:
+        """Allow images *pattern* matches in full (an RE2 pattern: the config refuses others)."""
         value = anchored(pattern)
+        self.data[f"image.{_digest(value)}"] = value
+
+    def literal_image(self, image: str) -> None:
+        """Allow exactly *image*."""
+        value = literal_pattern(image)
         self.data[f"image.{_digest(value)}"] = value
 
 
@@ -274,17 +254,15 @@ def policy_params(
         if not granted(p.groups, groups):
             continue
         for choice in p.images:
-            value = literal_pattern(choice.image)
-            params.data[f"image.{_digest(value)}"] = value
+            params.literal_image(choice.image)
         if p.custom_image.allowed and p.custom_image.pattern:
-            params.image(p.custom_image.pattern, what=f"profile {p.slug!r} custom_image.pattern")
+            params.image(p.custom_image.pattern)
     for pattern in config.jobs.images:
-        params.image(pattern, what="jobs.images pattern")
+        params.image(pattern)
     for pattern in config.serving.images:
-        params.image(pattern, what="serving.images pattern")
+        params.image(pattern)
     for image in extra_images:
-        value = literal_pattern(image)
-        params.data[f"image.{_digest(value)}"] = value
+        params.literal_image(image)
 
     found = config.team_for(groups)
     shared = found is not None and "{username}" not in found[1].namespace
