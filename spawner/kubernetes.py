@@ -993,9 +993,6 @@ class ProfileSpawner(KubeSpawner):
             except ApiException as e:
                 raise self._api_failure(what, e) from None
 
-    #: API answers worth retrying: the server is busy, restarting, or a proxy in front hiccuped
-    _TRANSIENT = frozenset({429, 500, 502, 503, 504})
-
     async def _api_call(self, what: str, fn: Any, *args: Any) -> Any:
         """``await fn(*args)`` with KubeSpawner's per-request timeout, retried with exponential
         backoff on transient answers (429, 5xx), timeouts and dropped connections for up to
@@ -1006,7 +1003,7 @@ class ProfileSpawner(KubeSpawner):
             try:
                 return await asyncio.wait_for(fn(*args), self.k8s_api_request_timeout)
             except ApiException as e:
-                if e.status not in self._TRANSIENT:
+                if e.status not in objects.RETRY_STATUSES:
                     raise
                 problem = f"the Kubernetes API answered {e.status} {e.reason or ''}".rstrip()
             except (asyncio.TimeoutError, OSError) as e:  # aiohttp's connection errors are OSErrors

@@ -19,6 +19,9 @@ from typing import Any
 from kubelab.core.config import Dataset, KubelabConfig, PodSecurity, Quota, VolumeSource
 from kubelab.core.quantity import parse_quantity
 
+#: API answers worth retrying: the server is busy or restarting, or a proxy in front hiccuped
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "kubelab"
 USER_LABEL = "kubelab.dev/user"

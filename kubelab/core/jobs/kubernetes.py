@@ -73,8 +73,6 @@ KINDS = {
 }
 #: the events the backend watches: a controller that cannot create a job's pods
 FAILED_CREATE = "reason=FailedCreate"
-#: HTTP statuses worth another try (the request may or may not have been carried out)
-RETRY_STATUSES = {429, 500, 502, 503, 504}
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -222,7 +220,7 @@ class KubernetesBackend(Backend):
             try:
                 return await call()
             except ApiException as e:
-                if e.status not in RETRY_STATUSES or attempt == self.retries:
+                if e.status not in objects.RETRY_STATUSES or attempt == self.retries:
                     raise
             except (OSError, asyncio.TimeoutError) as e:  # aiohttp's errors are OSErrors
                 if attempt == self.retries:
