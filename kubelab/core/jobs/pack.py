@@ -151,27 +151,16 @@ def format_manifest(entries: list[tuple[str, str, int, int]]) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-def _copy(src: int, dst: int, offset: int, size: int) -> None:
-    copy_range = getattr(os, "copy_file_range", None)
-    done = 0
-    while done < size:
-        n = 0
-        if copy_range is not None:
-            try:
-                n = copy_range(src, dst, size - done, offset + done)
-            except OSError:
-                copy_range = None  # a filesystem that cannot (across mounts on old kernels)
-        if copy_range is None:
-            chunk = os.pread(src, min(size - done, 1 << 20), offset + done)
-            n = os.write(dst, chunk) if chunk else 0
-        if n <= 0:
-            raise OSError(f"short pack: {size - done} bytes missing at offset {offset + done}")
-        done += n
-
-
 def _copy_checked(src: int, dst: int, offset: int, size: int, digest: str, path: str) -> None:
     """Copy *size* bytes at *offset* of *src* to *dst*, checking they hash to *digest*: a pack
     damaged on disk (a flipped bit, a file overwritten) must not reach a job unnoticed."""
+    _read_checked(src, offset, size, digest, path, dst)
+
+
+def _read_checked(src: int, offset: int, size: int, digest: str, path: str,
+                  dst: int | None = None) -> None:
+    """Read *size* bytes at *offset* of *src* (writing them to *dst*, if given), raising
+    :class:`Damaged` unless they hash to *digest*."""
     h = hashlib.sha256()
     done = 0
     while done < size:
@@ -179,7 +168,8 @@ def _copy_checked(src: int, dst: int, offset: int, size: int, digest: str, path:
         if not chunk:
             break
         h.update(chunk)
-        os.write(dst, chunk)
+        if dst is not None:
+            os.write(dst, chunk)
         done += len(chunk)
     if done != size or h.hexdigest() != digest:
         raise Damaged(f"the stored content of {path} is damaged (its bytes do not hash to its "

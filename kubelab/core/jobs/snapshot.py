@@ -515,13 +515,16 @@ class SnapshotStore:
             blobs = sorted((off, size, digest) for digest, (off, size) in self._index.items()
                            if digest in needed)
             # every kept content is read and checked: a damaged one is dropped, so that the
-            # next snapshot that has it stores it anew (rather than reuse the damaged bytes)
-            damaged = self._damaged(blobs)
-            blobs = [b for b in blobs if b[2] not in damaged]
+            # next snapshot that has it stores it anew (rather than reuse the damaged bytes).
+            # A rewrite checks each as it copies it; without one they are only read, and a
+            # damaged one makes the rewrite that drops it
+            stored = len(self._index)  # the rewrite reads the index anew
+            damaged: set[str] = set()
+            if (len(blobs) != stored or sum(size for _, size, _ in blobs) != old_size
+                    or not self._intact(blobs)):
+                blobs, damaged = self._rewrite(blobs)
             kept_bytes = sum(size for _, size, _ in blobs)
-            dropped_blobs = len(self._index) - len(blobs)
-            if dropped_blobs or kept_bytes != old_size:
-                self._rewrite(blobs)
+            dropped_blobs = stored - len(blobs)
             for path in dropped:
                 path.unlink()
             legacy += self._remove_legacy()
@@ -535,40 +538,45 @@ class SnapshotStore:
                 recent_snapshots=recent, grace=grace, legacy_bytes=legacy,
                 damaged_contents=len(damaged))
 
-    def _damaged(self, blobs: list[tuple[int, int, str]]) -> set[str]:
-        """The digests of *blobs* (offset, size, digest) whose bytes in the pack do not hash to
-        them."""
-        bad: set[str] = set()
+    def _intact(self, blobs: list[tuple[int, int, str]]) -> bool:
+        """Whether the bytes in the pack of each of *blobs* (offset, size, digest) hash to its
+        digest."""
         if not blobs:
-            return bad
+            return True
         src = os.open(self._data_path, os.O_RDONLY)
         try:
             for offset, size, digest in blobs:
-                h = hashlib.sha256()
-                done = 0
-                while done < size:
-                    chunk = os.pread(src, min(size - done, _CHUNK), offset + done)
-                    if not chunk:
-                        break
-                    h.update(chunk)
-                    done += len(chunk)
-                if done != size or h.hexdigest() != digest:
-                    bad.add(digest)
+                pack._read_checked(src, offset, size, digest, digest)
+        except pack.Damaged:
+            return False
         finally:
             os.close(src)
-        return bad
+        return True
 
-    def _rewrite(self, blobs: list[tuple[int, int, str]]) -> None:
-        """Write *blobs* (offset, size, digest) into a new pack and switch to it (the caller
-        holds :meth:`_writing`); see :mod:`~kubelab.core.jobs.pack` for the crash-safe switch."""
+    def _rewrite(self, blobs: list[tuple[int, int, str]]
+                 ) -> tuple[list[tuple[int, int, str]], set[str]]:
+        """Write *blobs* (offset, size, digest) into a new pack, each checked against its
+        digest as it is copied, and switch to it (the caller holds :meth:`_writing`); see
+        :mod:`~kubelab.core.jobs.pack` for the crash-safe switch. Returns the blobs kept and
+        the digests of those left out because their bytes were damaged."""
         new_index, new_data = (Path(str(p) + ".new") for p in (self._index_path, self._data_path))
         records = []
+        kept: list[tuple[int, int, str]] = []
+        damaged: set[str] = set()
         offset = 0
         src = os.open(self._data_path, os.O_RDONLY)
         try:
             with open(new_data, "wb") as out:
+                fd = out.fileno()
                 for old_offset, size, digest in blobs:
-                    pack._copy(src, out.fileno(), old_offset, size)
+                    try:
+                        pack._copy_checked(src, fd, old_offset, size, digest, digest)
+                    except pack.Damaged:
+                        os.ftruncate(fd, offset)  # what was copied of it goes
+                        os.lseek(fd, offset, os.SEEK_SET)
+                        damaged.add(digest)
+                        continue
+                    kept.append((old_offset, size, digest))
                     records.append(pack.RECORD.pack(bytes.fromhex(digest), offset, size))
                     offset += size
                 os.fsync(out.fileno())
@@ -584,6 +592,7 @@ class SnapshotStore:
         self._recover()  # the switch itself: renames, then the marker goes
         self._index, self._index_read, self._index_identity = {}, 0, None
         self._refresh_index()
+        return kept, damaged
 
     def _remove_legacy(self) -> int:
         """Remove what the store looked like before the pack (a file per content under
