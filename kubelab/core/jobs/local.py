@@ -78,27 +78,30 @@ from kubelab.core.text import shorten
 
 __all__ = ["LocalBackend", "visible_gpus"]
 
-_WRAPPER = (
-    "trap 'true' TERM INT HUP\n"
+#: the wrapper of a job's command: the trap, the run, the exit code; a torchrun job's puts lines
+#: before and after the run
+_WRAPPER_HEAD = "trap 'true' TERM INT HUP\n"
+_WRAPPER_RUN = (
     '"$@"\n'
     "code=$?\n"
+)
+_WRAPPER_TAIL = (
     # a builtin, not mv: no extra process between the job's end and its recorded exit code
     "echo $code > exit_code\n"
     "exit $code\n"
 )
+_WRAPPER = _WRAPPER_HEAD + _WRAPPER_RUN + _WRAPPER_TAIL
 #: a torchrun job's: the same, and after a failure (not a cancel) the summary of
 #: :func:`kubelab.core.jobs.torchrun.torchrun_failure`, appended to the log before the exit code is
 #: written (a reader that sees the code reads the whole log). Before the command: python,
 #: :func:`kubelab.core.jobs.torchrun.helper_source`, the log, the cancel mark.
 _TORCHRUN_WRAPPER = (
-    "trap 'true' TERM INT HUP\n"
-    'py=$1 helper=$2 log=$3 cancelled=$4\n'
+    _WRAPPER_HEAD
+    + 'py=$1 helper=$2 log=$3 cancelled=$4\n'
     "shift 4\n"
-    '"$@"\n'
-    "code=$?\n"
-    '[ $code -eq 0 ] || [ -e "$cancelled" ] || "$py" -I -c "$helper" summary "$log"\n'
-    "echo $code > exit_code\n"
-    "exit $code\n"
+    + _WRAPPER_RUN
+    + '[ $code -eq 0 ] || [ -e "$cancelled" ] || "$py" -I -c "$helper" summary "$log"\n'
+    + _WRAPPER_TAIL
 )
 #: torchrun's ``PYTHON_EXEC`` in the job's folder (:func:`kubelab.core.jobs.torchrun.launcher_text`)
 _LAUNCHER = "torchrun-python"
