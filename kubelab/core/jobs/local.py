@@ -467,9 +467,14 @@ class LocalBackend(Backend):
     # -- cancel / delete ------------------------------------------------------------------------
 
     def cancel(self, name: str) -> JobInfo:
+        return self._cancel(name)[0]
+
+    def _cancel(self, name: str) -> tuple[JobInfo, frozenset[int]]:
+        """:meth:`cancel`, and the process groups of the job's descendants it found (none for a
+        job that had ended)."""
         record = self._record(name)
         if self._status(record).done:
-            return self._info(record)
+            return self._info(record), frozenset()
         job_dir = Path(record["_dir"])
         (job_dir / "cancelled").write_text(_now().isoformat())
         pid = record["pid"]  # a job still running has one: the status said so
@@ -489,15 +494,15 @@ class LocalBackend(Backend):
             groups.update(_descendant_groups(pid))
             _kill_groups((pid, *groups), signal.SIGKILL)
 
+        found = frozenset(groups)  # escalate() adds to groups later
         threading.Thread(target=escalate, daemon=True, name=f"kubelab-cancel-{name}").start()
         self.wait_changed(name, 2.0)
-        return self._info(record)
+        return self._info(record), found
 
     def delete(self, name: str) -> None:
         record = self._lookup(name)  # a broken one too: deleting it is how to get rid of it
         if "_broken" not in record and not self._status(record).done:
-            groups = _descendant_groups(record["pid"])
-            self.cancel(name)
+            groups = self._cancel(name)[1]
             _kill_groups((record["pid"], *groups, *_descendant_groups(record["pid"])),
                          signal.SIGKILL)
         job_dir = self.root / name
