@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from kubelab.core import objects, podsecurity
+from kubelab.core.jobs import InvalidJobSpec, torchrun
 from kubelab.core.jobs import k8s_objects as ko
-from kubelab.core.jobs import torchrun
 from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.errors import BackendError, JobExists, JobFailed, JobNotFound, QuotaExceeded
 from kubelab.core.jobs.kubernetes import KubernetesBackend
@@ -142,6 +142,9 @@ def test_a_single_node_job(k8s: KubernetesBackend, kube_cluster, kube_namespace:
     assert rest == ["done"]
     info = k8s.wait("one", timeout=10)
     assert info.status.phase is JobPhase.SUCCEEDED and info.status.exit_code == 0
+    for timeout in ("5", float("nan"), -1, True):  # Job.wait leaves this check to the backend
+        with pytest.raises(InvalidJobSpec, match="timeout must be a number of seconds, 0 or more"):
+            k8s.wait("one", timeout)
     assert info.image == IMAGE and info.data == ("imagenet",)
 
 

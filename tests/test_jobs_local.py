@@ -302,8 +302,9 @@ def test_jobs_gc_frees_the_snapshots_of_deleted_jobs(local: LocalBackend, workdi
     assert (workdir.parent / "again" / "_kubelab_cell.py").read_text() == "print('kept')"
     assert not (workdir.parent / "again" / "big.bin").exists()
     assert sorted(p.name for p in local.store.manifests.iterdir()) == [kept.info.snapshot]
-    with pytest.raises(InvalidJobSpec, match="grace must be a number of seconds"):
-        jobs_gc(grace=-1)
+    for grace in (-1, None, "5", float("nan"), True):
+        with pytest.raises(InvalidJobSpec, match="grace must be a number of seconds, 0 or more, got"):
+            jobs_gc(grace=grace)
 
 
 def test_wait_timeout(local: LocalBackend, workdir: Path) -> None:

@@ -141,7 +141,7 @@ class Job:
         :class:`~kubelab.core.jobs.errors.WaitTimeout` after *timeout* seconds, and with *check*
         (the default) :class:`~kubelab.core.jobs.errors.JobFailed` unless it succeeded (the
         exception has the exit code and the last log lines)."""
-        self._info = self.backend.wait(self.name, check_timeout(timeout), check=bool(check))
+        self._info = self.backend.wait(self.name, timeout, check=bool(check))  # it checks timeout
         return self._info.status
 
     def cancel(self) -> JobStatus:
@@ -275,8 +275,7 @@ def jobs_gc(*, grace: float = 900.0, quiet: bool = False) -> GcReport:
     contents of your existing jobs' snapshots (and of those taken in the last *grace* seconds,
     which a submit may be using). Prints what it freed unless *quiet*; returns the
     :class:`~kubelab.core.jobs.snapshot.GcReport`. Outputs and logs are never touched."""
-    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not grace >= 0:
-        raise InvalidJobSpec(f"grace must be a number of seconds, 0 or more, got {grace!r}")
+    check_timeout(grace, what="grace", no_limit=False)
     report = get_backend().gc(grace=grace)
     if not quiet:
         print(f"[kubelab] {report}")

@@ -45,12 +45,14 @@ __all__ = ["Backend", "LogStream", "Lines", "Prepared", "CELL_FILE", "check_time
 CELL_FILE = "_kubelab_cell.py"
 
 
-def check_timeout(timeout: object) -> float | None:
-    """*timeout* (seconds, or None: no limit) if it is one, else :class:`InvalidJobSpec`."""
-    if timeout is None:
+def check_timeout(timeout: object, *, what: str = "timeout", no_limit: bool = True) -> float | None:
+    """*timeout* (seconds, or with *no_limit* None: no limit) if it is one, else
+    :class:`InvalidJobSpec` naming it *what*."""
+    if timeout is None and no_limit:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
-        raise InvalidJobSpec(f"timeout must be a number of seconds, 0 or more (or None: no limit), "
+        raise InvalidJobSpec(f"{what} must be a number of seconds, 0 or more"
+                             f"{' (or None: no limit)' if no_limit else ''}, "
                              f"got {type(timeout).__name__} {shorten(timeout)}")
     return float(timeout)
 
@@ -394,11 +396,7 @@ def _check_job_dir(job_dir: Path) -> None:
 def _entry(spec: JobSpec, workdir: Path) -> tuple[str, dict[str, bytes]]:
     """The entry point relative to the workspace, and extra files to put in the snapshot."""
     if spec.source is not None:
-        try:
-            return CELL_FILE, {CELL_FILE: spec.source.encode("utf-8")}
-        except UnicodeEncodeError as e:  # JobSpec refuses it; a spec made otherwise
-            raise InvalidJobSpec(f"the code contains {spec.source[e.start]!r}, which is not "
-                                 f"valid text (a lone surrogate)") from None
+        return CELL_FILE, {CELL_FILE: spec.source.encode("utf-8")}  # JobSpec refused a lone surrogate
     assert spec.script is not None
     if workdir.exists() and not workdir.is_dir():
         raise InvalidJobSpec(f"the working directory {shorten(str(workdir))} is a file, not a folder")

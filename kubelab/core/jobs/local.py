@@ -335,7 +335,7 @@ class LocalBackend(Backend):
 
     def _status(self, record: dict[str, Any]) -> JobStatus:
         job_dir = Path(record["_dir"])
-        created = record.get("_created") or _parse_time(record["created"])
+        created = record["_created"]  # every record has it (_load_record, submit, _broken)
         self._reap(record["name"])
         cancelled = (job_dir / "cancelled").exists()
         try:
