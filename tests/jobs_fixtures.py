@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kubelab.core.jobs.api import set_backend
 from kubelab.core.jobs.local import LocalBackend
-from kubelab.tests.jobs_support import TRAIN_NUMPY, kill_all, make_backend
+from kubelab.tests.jobs_support import TRAIN_NUMPY, as_backend, make_backend
 
 
 @pytest.fixture
@@ -27,9 +26,5 @@ def local(tmp_path: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     backend = make_backend(tmp_path / "jobs")
     monkeypatch.chdir(workdir)
     monkeypatch.setenv("KUBELAB_DISPLAY", "text")
-    old = set_backend(backend)
-    try:
+    with as_backend(backend):
         yield backend
-    finally:
-        set_backend(old)
-        kill_all(backend)

@@ -8,10 +8,13 @@ import copy
 import os
 import signal
 import textwrap
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kubelab.core.config import KubelabConfig, example_config_path, load_config
+from kubelab.core.jobs.api import set_backend
 from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.local import LocalBackend
 
@@ -60,6 +63,43 @@ def kill_all(backend: LocalBackend) -> None:
         if pid and not info.status.done:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
+    """Poll *predicate* until it returns something true, and return that; fail after *timeout*
+    seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def delete_running(backend: LocalBackend) -> None:
+    """Delete every job a test left running: the job's process group and its descendants' own
+    (torchrun's workers each lead a session of their own, which :func:`kill_all` misses)."""
+    for info in backend.list():
+        if not info.status.done:
+            backend.delete(info.name)
+
+
+@contextlib.contextmanager
+def as_backend(backend: LocalBackend,
+               end: Callable[[LocalBackend], None] = kill_all) -> Iterator[LocalBackend]:
+    """*backend* as this process's backend for the block; then the old one back, and *end*
+    (:func:`kill_all` by default) for the jobs left running."""
+    old = set_backend(backend)
+    try:
+        yield backend
+    finally:
+        set_backend(old)
+        end(backend)
 
 
 def trainer_runtime_pod() -> dict[str, Any]:

@@ -19,22 +19,11 @@ from kubelab.core.jobs.errors import BackendError, JobExists, JobFailed, JobNotF
 from kubelab.core.jobs.kubernetes import KubernetesBackend
 from kubelab.core.jobs.types import JobPhase, JobSpec
 from kubelab.core.notebook_env import NotebookDataset, NotebookEnv, with_notebook_mounts
-from kubelab.tests.jobs_support import example_config, trainer_runtime_pod, trainjob_pod
+from kubelab.tests.jobs_support import example_config, trainer_runtime_pod, trainjob_pod, wait_for
 
 IMAGE = "ghcr.io/kubelab/notebook-cuda:0.1.0"
 A100 = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
 CONFIG = example_config()
-
-
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

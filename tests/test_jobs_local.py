@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +23,9 @@ from kubelab.core.jobs.errors import (
 )
 from kubelab.core.jobs.local import LocalBackend, visible_gpus
 from kubelab.core.jobs.types import JobPhase, JobSpec
-from kubelab.tests.jobs_support import kill_all, make_backend
+from kubelab.tests.jobs_support import kill_all, make_backend, wait_for
 
 SLEEPER = "import time, sys\nprint('started', flush=True)\ntime.sleep(60)\n"
-
-
-def wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.02)
 
 
 def test_a_numpy_training_run_to_completion(local: LocalBackend, workdir: Path) -> None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import re
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import kubelab
 from kubelab.core.jobs import local as local_module
-from kubelab.core.jobs.api import Job, set_backend
+from kubelab.core.jobs.api import Job
 from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.errors import JobFailed
 from kubelab.core.jobs.local import LocalBackend
@@ -29,6 +28,7 @@ from kubelab.core.jobs.types import JobPhase
 from kubelab.core.notebook_env import NotebookEnv
 from kubelab.labextension.controller import JobsController
 from kubelab.labextension.magics import KubelabMagics
+from kubelab.tests.jobs_support import as_backend, delete_running, wait_for
 
 torch = pytest.importorskip("torch")
 
@@ -122,15 +122,8 @@ def gpu_server(tmp_path: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(workdir)
     monkeypatch.setenv("KUBELAB_DISPLAY", "text")
-    backend = LocalBackend(JobContext.from_environ())
-    old = set_backend(backend)
-    try:
+    with as_backend(LocalBackend(JobContext.from_environ()), end=delete_running) as backend:
         yield backend
-    finally:
-        set_backend(old)
-        for info in backend.list():
-            if not info.status.done:
-                backend.delete(info.name)
 
 
 def test_a_ddp_training_run_on_two_workers(gpu_server: LocalBackend, workdir: Path) -> None:
@@ -231,7 +224,7 @@ def test_cancel_stops_torchrun_and_a_worker_that_ignores_sigterm(
     the SIGKILL after the grace period must reach them as well."""
     monkeypatch.setattr(local_module, "CANCEL_GRACE", 1.0)
     job = kubelab.train(code=IGNORE_SIGTERM, gpus=2, env=JOB_ENV, name="ddp-stuck")
-    wait_for(lambda: len(_pids(job)) == 2)
+    wait_for(lambda: len(_pids(job)) == 2, timeout=30)
     pids = _pids(job)
     assert job.status.phase is JobPhase.RUNNING
     assert all(local_module._proc_start(pid) is not None for pid in pids.values())
@@ -245,14 +238,6 @@ def test_cancel_stops_torchrun_and_a_worker_that_ignores_sigterm(
 def _pids(job: Job) -> dict[int, int]:
     found = (re.fullmatch(r"rank (\d) pid (\d+)", line) for line in job.logs())
     return {int(m[1]): int(m[2]) for m in found if m}
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.02)
 
 
 def test_the_failure_summary_keeps_the_end_of_a_long_traceback() -> None:
