@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import time
@@ -428,6 +429,28 @@ def test_a_damaged_content_whose_file_changed_is_one_message_and_gc_drops_it(tmp
     assert again.new_files == 1
     again.materialize(tmp_path / "ws2")
     assert (tmp_path / "ws2" / "a.txt").read_text() == "hello " * 100
+
+
+def test_gc_that_rewrites_leaves_out_a_damaged_content_and_keeps_the_next(tmp_path: Path) -> None:
+    """A rewrite the gc needs anyway (a content no job uses) checks each kept content as it
+    copies it: a damaged one is left out, and the one after it still lands where its record says."""
+    work = tree(tmp_path / "w", {"a.txt": "a" * 300, "b.txt": "b" * 200})
+    store = SnapshotStore(tmp_path / "store")
+    snap = store.take(work)
+    tree(tmp_path / "gone", {"c.txt": "c" * 100})
+    store.take(tmp_path / "gone")
+    offset, size = store._index[hashlib.sha256(b"a" * 300).hexdigest()]
+    with open(store.pack_dir / "data", "r+b") as f:
+        f.seek(offset)
+        f.write(b"x" * size)
+    report = store.gc({snap.id}, grace=0)
+    assert (report.damaged_contents, report.dropped_contents, report.kept_contents) == (1, 2, 1)
+    assert pack_size(store) == (200, 1)
+    (work / "a.txt").unlink()
+    again = store.take(work)
+    assert again.new_files == 0  # b.txt's bytes are the pack's, checked as they are unpacked
+    again.materialize(tmp_path / "ws")
+    assert (tmp_path / "ws" / "b.txt").read_text() == "b" * 200
 
 
 def test_lost_pack_data_is_stored_again(tmp_path: Path) -> None:
