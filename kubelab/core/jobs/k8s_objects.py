@@ -69,6 +69,11 @@ while :; do
   code=$?
   kill -0 "$pid" 2>/dev/null || break
 done
+# a wait the trap interrupted answers 128+15 although the job may have ended right after with
+# its own code: ask once more (127 when the wait above had already collected it)
+wait "$pid" 2>/dev/null
+last=$?
+[ "$last" -eq 127 ] || code=$last
 wait "$tee_pid"
 rm -f "$fifo"
 """
