@@ -70,7 +70,7 @@ while :; do
   kill -0 "$pid" 2>/dev/null || break
 done
 # a wait the trap interrupted answers 128+15 although the job may have ended right after with
-# its own code: ask once more (127 when the wait above had already collected it)
+# its own code: ask once more (dash and bash answer a collected job's status again; 127 if not)
 wait "$pid" 2>/dev/null
 last=$?
 [ "$last" -eq 127 ] || code=$last
