@@ -878,11 +878,11 @@ class ProfileSpawner(KubeSpawner):
         """What kubelab keeps in the user's namespace (besides the namespace itself)."""
         namespace = self.namespace
         found = config.team_for(sorted(user.groups))
-        team = found[0] if found else None
-        shared = found is not None and "{username}" not in found[1].namespace
-        who = {"user": None if shared else user.name, "team": team}
+        who = objects.namespace_owner(config, username=user.name, groups=sorted(user.groups))
+        team = who["team"]
         out: list[dict[str, Any]] = []
         if found is not None:
+            shared = who["user"] is None
             quota = found[1].quota if shared or found[1].user_quota is None else found[1].user_quota
             rq = objects.make_resource_quota(
                 quota, namespace=namespace,
@@ -933,11 +933,9 @@ class ProfileSpawner(KubeSpawner):
                  self.manage_namespace_objects, self.notebook_service_account)
         if self._ensured_shapes.get(shape) is config:
             return
-        found = config.team_for(sorted(user.groups))
-        shared = found is not None and "{username}" not in found[1].namespace
         ns = objects.make_namespace(
             self.namespace, pod_security=config.pod_security,
-            user=None if shared else user.name, team=found[0] if found else None,
+            **objects.namespace_owner(config, username=user.name, groups=sorted(user.groups)),
         )
         wanted = [ns, *(self.namespace_objects(config, user) if self.manage_namespace_objects else [])]
         todo = [o for o in wanted if self._ensured.get(self._key(o)) != objects.fingerprint(o)]

@@ -264,14 +264,11 @@ def policy_params(
     for image in extra_images:
         params.literal_image(image)
 
-    found = config.team_for(groups)
-    shared = found is not None and "{username}" not in found[1].namespace
     return {
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {
             "name": POLICY_CONFIG_MAP, "namespace": namespace,
-            "labels": objects.labels(user=None if shared else username,
-                                     team=found[0] if found else None),
+            "labels": objects.labels(**objects.namespace_owner(config, username=username, groups=groups)),
         },
         "data": dict(sorted(params.data.items())),
     }

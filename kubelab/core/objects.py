@@ -98,6 +98,14 @@ def user_namespace(config: KubelabConfig, *, username: str, groups: Sequence[str
     return name, team_name
 
 
+def namespace_owner(config: KubelabConfig, *, username: str, groups: Sequence[str]) -> dict[str, str | None]:
+    """``{"user": ..., "team": ...}`` for the labels of what kubelab keeps in the user's namespace:
+    the user is None when the team shares one namespace (no ``{username}`` in its pattern)."""
+    found = config.team_for(groups)
+    shared = found is not None and "{username}" not in found[1].namespace
+    return {"user": None if shared else username, "team": found[0] if found else None}
+
+
 def _obj(api_version: str, kind: str, name: str, namespace: str | None, lbls: Mapping[str, str],
          annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "labels": dict(lbls)}
