@@ -88,7 +88,8 @@ async def _form_setup() -> FormContext:
 
     from kubelab.core.config import example_config_path, load_config
     from kubelab.spawner import profiles
-    from kubelab.spawner.kubernetes import ClusterState, ProfileSpawner, _NodeIndex, _PodIndex
+    from kubelab.spawner.cluster_state import ClusterState, _NodeIndex, _PodIndex
+    from kubelab.spawner.kubernetes import ProfileSpawner
 
     _kubeconfig("http://127.0.0.1:9")
     config_path = str(example_config_path())
@@ -120,15 +121,11 @@ async def _form_setup() -> FormContext:
         }
 
     class _Reflector:
-        def __init__(self, resources: Any):
-            self.resources = resources
-            self.first_load_future = asyncio.get_running_loop().create_future()
-            self.first_load_future.set_result(None)
+        def __init__(self, store: Any):
+            self.store = store
+            self.ready = True
 
-    state = ClusterState(_Reflector(nodes), _Reflector(pods))  # type: ignore[arg-type]
-    done = asyncio.get_running_loop().create_future()
-    done.set_result(None)
-    state._starting = done  # type: ignore[attr-defined]
+    state = ClusterState(_Reflector(nodes), _Reflector(pods))
     ClusterState._instances[asyncio.get_running_loop()] = state
 
     user = _User("alice", ["ml"])
@@ -167,7 +164,7 @@ async def _form_subject(ctx: FormContext) -> None:
 
 
 async def _form_teardown(ctx: FormContext) -> None:
-    from kubelab.spawner.kubernetes import ClusterState
+    from kubelab.spawner.cluster_state import ClusterState
 
     ClusterState._instances.pop(asyncio.get_running_loop(), None)
 
@@ -292,7 +289,7 @@ async def _spawn_subject(ctx: SpawnContext) -> None:
 async def _spawn_teardown(ctx: SpawnContext) -> None:
     from kubespawner import KubeSpawner
 
-    from kubelab.spawner.kubernetes import ClusterState
+    from kubelab.spawner.cluster_state import ClusterState
 
     await ClusterState.stop_all()
     await KubeSpawner._stop_all_reflectors()

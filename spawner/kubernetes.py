@@ -7,15 +7,16 @@ KubeSpawner and only *configures* it:
   admin config, filtered by their JupyterHub groups (:mod:`kubelab.spawner.profiles`);
   KubeSpawner's own ``_load_profile`` applies the three-layer override merge.
 * ``options_form`` renders kubelab's chooser with live GPU availability and team quota, computed
-  from :class:`ClusterState`: one list+watch cache of nodes and one of pods per process, built on
-  KubeSpawner's ``ResourceReflector`` and shared by every spawner — no API request per page view.
+  from :class:`~kubelab.spawner.cluster_state.ClusterState`: one list+watch cache of nodes and one
+  of pods per process (the core's :class:`~kubelab.core.kube.cache.Reflector`), shared by every
+  spawner — no API request per page view.
 * ``user_options`` are validated on the server (JupyterHub's ``apply_user_options`` step, before
   anything is created) and refused with HTTP 400 and a message.
 * The pod gets the GPU limits, node selector and tolerations, a memory-backed ``/dev/shm``, the
   chosen datasets, kubelab labels, the restricted security context and the user's service
   account, all through KubeSpawner's own traits. The user's namespace is created with a
   ResourceQuota, LimitRange, ServiceAccount, Role, RoleBinding and the notebook ConfigMap
-  (:mod:`kubelab.core.objects`), once per process per content.
+  (:mod:`kubelab.spawner.provision`), once per process per content.
 * A GPU pod the scheduler cannot place fails after ``gpu_unschedulable_timeout`` seconds with a
   message naming the GPU type, how many are free and what to try; the pod is deleted and every
   trait the spawn set is put back (no override leaks into the next spawn).
@@ -25,460 +26,25 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
-import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from kubernetes_asyncio.client.rest import ApiException
+from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
-from kubespawner.reflector import ResourceReflector
-from tornado import web
-from traitlets import Bool, Float, Unicode, default, validate
+from traitlets import Bool, Float, Unicode, default
 
 from kubelab.core import admission, objects
-from kubelab.core.config import KubelabConfig, cached_config, dump_config
+from kubelab.core.config import KubelabConfig
+from kubelab.core.kube import RetryPolicy
 from kubelab.core.notebook_env import NotebookDataset, NotebookEnv
+from kubelab.core.paths import NOTEBOOK_CONFIG_DIR, NOTEBOOK_CONFIG_PATH
 from kubelab.core.podsecurity import violations
 from kubelab.spawner import profiles
-from kubelab.spawner.profiles import (
-    Availability,
-    Choice,
-    GpuAvailability,
-    InvalidOptions,
-    QuotaUsage,
-    UserInfo,
-)
-
-try:  # JupyterHub ≥ 6: a policy failure, logged without a traceback
-    from jupyterhub.spawner import SpawnException as _SpawnException
-except ImportError:  # pragma: no cover - JupyterHub 5
-    _SpawnException = None
-
-
-def spawn_error(message: str, *, reason: str, status: int = 400) -> web.HTTPError:
-    """An HTTP error whose message JupyterHub shows the user as is."""
-    if _SpawnException is not None:
-        return _SpawnException(message, reason=reason, status_code=status)
-    error = web.HTTPError(status, "%s", message)  # pragma: no cover
-    error.jupyterhub_message = message  # type: ignore[attr-defined]  # pragma: no cover
-    return error  # pragma: no cover
-
-
-# --------------------------------------------------------------------------------------------------
-# Config file: kubelab.core.config.cached_config (re-read when it changes, last good one kept)
-
-
-def default_config_path() -> str:
-    env = os.environ.get("KUBELAB_CONFIG")
-    if env:
-        return env
-    from kubelab.core.config import example_config_path
-
-    return str(example_config_path())
-
-
-# --------------------------------------------------------------------------------------------------
-# The shared watch cache of nodes and pods
-
-
-_STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage", "pods")
-
-
-def _extended(resources: Mapping[str, Any] | None) -> dict[str, int]:
-    """The extended resources (``nvidia.com/gpu``, ...) of a requests/limits/allocatable map."""
-    if not resources:
-        return {}
-    return {
-        k: n for k, v in resources.items()
-        if "/" in k and not k.startswith(("hugepages-", "kubernetes.io/"))
-        and (n := objects.gpu_count(v)) > 0
-    }
-
-
-def _pod_requests(pod: Mapping[str, Any]) -> dict[str, int]:
-    spec = pod.get("spec") or {}
-    total: dict[str, int] = {}
-    for c in spec.get("containers") or []:
-        res = c.get("resources") or {}
-        # extended resources: requests, when given, equal limits; limits alone imply requests
-        for k, n in (_extended(res.get("requests")) or _extended(res.get("limits"))).items():
-            total[k] = total.get(k, 0) + n
-    for c in spec.get("initContainers") or []:
-        res = c.get("resources") or {}
-        for k, n in (_extended(res.get("requests")) or _extended(res.get("limits"))).items():
-            total[k] = max(total.get(k, 0), n)
-    return total
-
-
-@dataclass(frozen=True)
-class _PodRecord:
-    node: str
-    requests: tuple[tuple[str, int], ...]
-    team: str
-    user: str
-
-
-class _ReducedIndex(dict):  # type: ignore[type-arg]
-    """A reflector's store that keeps, per object, a small record (:meth:`_record`) and keeps
-    running figures up to date as records come and go (:meth:`_account`); ``version`` changes
-    whenever a record does, so figures derived from the index can be memoized."""
-
-    def __init__(self, items: Mapping[str, Any] | None = None):
-        super().__init__()
-        self.version = 0
-        self._reset()
-        for k, v in (items or {}).items():
-            self[k] = v
-
-    def _reset(self) -> None:
-        """Start the running figures empty."""
-
-    @staticmethod
-    def _record(obj: Any) -> Any:
-        raise NotImplementedError
-
-    def _account(self, key: str, rec: Any, sign: int) -> None:
-        """Add (*sign* +1) or take away (-1) *rec*, stored under *key*, from the figures."""
-        raise NotImplementedError
-
-    def __setitem__(self, key: str, obj: Any) -> None:
-        rec = self._record(obj)
-        old = super().get(key)
-        if old == rec and key in self:
-            return
-        if old is not None:
-            self._account(key, old, -1)
-        if rec is not None:
-            self._account(key, rec, +1)
-        super().__setitem__(key, rec)
-        self.version += 1
-
-    def __delitem__(self, key: str) -> None:
-        old = super().get(key)
-        if old is not None:
-            self._account(key, old, -1)
-        super().__delitem__(key)
-        self.version += 1
-
-    def pop(self, key: str, *default: Any) -> Any:
-        if key in self:
-            value = super().get(key)
-            del self[key]
-            return value
-        if default:
-            return default[0]
-        raise KeyError(key)
-
-    def __reduce__(self) -> Any:  # pragma: no cover - never pickled, but keep dict semantics honest
-        return (type(self), (dict(self),))
-
-
-class _PodIndex(_ReducedIndex):
-    """A pod reflector's store that keeps, per pod, only what availability needs (node, extended
-    resource requests, kubelab team/user labels) and running sums, so a form render reads sums
-    instead of walking 20,000 pods. Terminal pods (Succeeded/Failed) hold nothing."""
-
-    def _reset(self) -> None:
-        self.node_used: dict[str, dict[str, int]] = {}
-        self.unbound: dict[str, int] = {}
-        self.team_used: dict[str, dict[str, int]] = {}
-        self.user_used: dict[str, dict[str, int]] = {}
-
-    @staticmethod
-    def _record(pod: Any) -> _PodRecord | None:
-        if isinstance(pod, _PodRecord) or pod is None:
-            return pod
-        phase = (pod.get("status") or {}).get("phase")
-        if phase in ("Succeeded", "Failed"):
-            return None
-        requests = _pod_requests(pod)
-        if not requests:
-            return None
-        labels = (pod.get("metadata") or {}).get("labels") or {}
-        return _PodRecord(
-            node=(pod.get("spec") or {}).get("nodeName") or "",
-            requests=tuple(sorted(requests.items())),
-            team=labels.get(objects.TEAM_LABEL, ""),
-            user=labels.get(objects.USER_LABEL, ""),
-        )
-
-    @staticmethod
-    def _add(table: dict[str, dict[str, int]], key: str, requests: tuple[tuple[str, int], ...], sign: int) -> None:
-        row = table.setdefault(key, {})
-        for r, n in requests:
-            row[r] = row.get(r, 0) + sign * n
-            if row[r] == 0:
-                del row[r]
-        if not row:
-            del table[key]
-
-    def _account(self, key: str, rec: _PodRecord, sign: int) -> None:
-        if rec.node:
-            self._add(self.node_used, rec.node, rec.requests, sign)
-        else:
-            for r, n in rec.requests:
-                self.unbound[r] = self.unbound.get(r, 0) + sign * n
-        if rec.team:
-            self._add(self.team_used, rec.team, rec.requests, sign)
-        if rec.user:
-            self._add(self.user_used, rec.user, rec.requests, sign)
-
-
-@dataclass(frozen=True)
-class _NodeRecord:
-    labels: tuple[tuple[str, str], ...]
-    allocatable: tuple[tuple[str, int], ...]
-    schedulable: bool
-
-
-class _NodeIndex(_ReducedIndex):
-    """A node reflector's store: per node its labels, extended allocatable resources and whether
-    new pods may land there (Ready, not cordoned). Nodes without extended resources are kept too
-    (a CPU node), but cost nothing at render time: only GPU nodes are indexed by resource."""
-
-    def _reset(self) -> None:
-        self.by_resource: dict[str, dict[str, _NodeRecord]] = {}
-
-    @staticmethod
-    def _record(node: Any) -> _NodeRecord:
-        if isinstance(node, _NodeRecord):
-            return node
-        meta = node.get("metadata") or {}
-        status = node.get("status") or {}
-        ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
-        ) or not status.get("conditions")
-        return _NodeRecord(
-            labels=tuple(sorted((meta.get("labels") or {}).items())),
-            allocatable=tuple(sorted(_extended(status.get("allocatable") or status.get("capacity")).items())),
-            schedulable=ready and not (node.get("spec") or {}).get("unschedulable", False),
-        )
-
-    def _account(self, key: str, rec: _NodeRecord, sign: int) -> None:
-        for r, _ in rec.allocatable:
-            if sign > 0:
-                self.by_resource.setdefault(r, {})[key] = rec
-            else:
-                self.by_resource.get(r, {}).pop(key, None)
-
-
-class _RawResponse:
-    """Wraps an aiohttp response of a cluster-scoped list/watch so each object carries
-    ``metadata.namespace = ""``: KubeSpawner's reflector keys its store by
-    ``namespace/name`` and would fail on nodes otherwise."""
-
-    def __init__(self, resp: Any):
-        self._resp = resp
-        self.content = self
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._resp, name)
-
-    async def read(self) -> bytes:
-        data = json.loads(await self._resp.read())
-        for item in data.get("items") or []:
-            item.setdefault("metadata", {}).setdefault("namespace", "")
-        return json.dumps(data).encode()
-
-    async def readline(self) -> bytes:
-        line = await self._resp.content.readline()
-        if not line.strip():
-            return line
-        event = json.loads(line)
-        obj = event.get("object")
-        if isinstance(obj, dict) and event.get("type") not in ("ERROR", "BOOKMARK"):
-            obj.setdefault("metadata", {}).setdefault("namespace", "")
-        return json.dumps(event).encode() + b"\n"
-
-
-class _RawApi:
-    """The reflector's API object: forwards to the real client, but its list methods have no
-    docstring, so the watch hands out raw dicts instead of building a model object per event
-    (the reflector only reads the raw dicts), and cluster-scoped lists get a namespace."""
-
-    def __init__(self, api: Any, method: str, cluster_scoped: bool):
-        self._api = api
-        real = getattr(api, method)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            resp = await real(*args, **kwargs)
-            return _RawResponse(resp) if cluster_scoped else resp
-
-        setattr(self, method, call)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._api, name)
-
-
-class _IndexedReflector(ResourceReflector):
-    """A reflector over all namespaces whose store is an index class (``index``) that keeps only
-    what the availability figures need, and whose list/watch calls skip model deserialization."""
-
-    omit_namespace = True
-    index: type[dict] = dict  # type: ignore[type-arg]
-    cluster_scoped = False
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.api = _RawApi(self.api, self.list_method_name, cluster_scoped=self.cluster_scoped)
-        self.resources = self.index()
-
-    @validate("resources")
-    def _index(self, proposal: Any) -> Any:
-        value = proposal.value
-        return value if isinstance(value, self.index) else self.index(value)
-
-
-class NodeReflector(_IndexedReflector):
-    """All nodes, with their extended resources (GPUs) and labels, in a :class:`_NodeIndex`."""
-
-    kind = "nodes"
-    list_method_name = "list_node"
-    index = _NodeIndex
-    cluster_scoped = True
-
-
-class GpuPodReflector(_IndexedReflector):
-    """All pods in all namespaces, reduced to their extended-resource requests (:class:`_PodIndex`).
-
-    Separate from KubeSpawner's pod reflector (which sees only notebook pods): GPUs are also held
-    by jobs, model servers and pods kubelab did not create."""
-
-    kind = "pods"
-    list_method_name = "list_pod_for_all_namespaces"
-    index = _PodIndex
-
-
-class ClusterState:
-    """The process's shared view of GPU capacity and use: one node and one pod reflector.
-
-    ``ClusterState.get(parent)`` starts them on first use (per event loop) and returns the shared
-    instance; :meth:`availability` answers from the caches only.
-    """
-
-    _instances: dict[Any, ClusterState] = {}
-
-    def __init__(self, nodes: NodeReflector, pods: GpuPodReflector):
-        self.nodes = nodes
-        self.pods = pods
-        self._gpu_memo: tuple[Any, dict[str, GpuAvailability]] | None = None
-        #: GPUs of spawns that passed the quota check but whose pod the cache has not seen yet,
-        #: by pod key ("namespace/name"): (team label, user label, GPUs, expiry on the monotonic
-        #: clock). Without them two users of a team spawning at once would both fit the same
-        #: remaining quota: with per-user namespaces no ResourceQuota spans the team.
-        self.reservations: dict[str, tuple[str, str, int, float]] = {}
-
-    def reserve(self, pod_key: str, *, team: str, user: str, gpus: int, ttl: float) -> None:
-        """Count *gpus* against *team* and *user* until the cache sees *pod_key* (or *ttl* s)."""
-        self.reservations[pod_key] = (
-            objects.safe_label_value(team), objects.safe_label_value(user), gpus, time.monotonic() + ttl)
-
-    def release(self, pod_key: str) -> None:
-        self.reservations.pop(pod_key, None)
-
-    def _reserved(self, *, exclude: str | None) -> tuple[dict[str, int], dict[str, int]]:
-        """GPUs reserved per team label and per user label, dropping reservations whose pod the
-        cache now counts (or that expired)."""
-        pods = self.pods.resources
-        now = time.monotonic()
-        teams: dict[str, int] = {}
-        users: dict[str, int] = {}
-        for key, (team, user, gpus, expiry) in list(self.reservations.items()):
-            if key in pods or now > expiry:
-                del self.reservations[key]
-                continue
-            if key == exclude:
-                continue
-            teams[team] = teams.get(team, 0) + gpus
-            users[user] = users.get(user, 0) + gpus
-        return teams, users
-
-    @classmethod
-    async def get(cls, parent: Any, *, wait: float | None = None) -> ClusterState:
-        loop = asyncio.get_running_loop()
-        state = cls._instances.get(loop)
-        if state is None:
-            nodes = NodeReflector(parent=parent)
-            pods = GpuPodReflector(parent=parent)
-            state = cls._instances[loop] = ClusterState(nodes, pods)
-            state._starting = asyncio.ensure_future(asyncio.gather(nodes.start(), pods.start()))
-        starting = state._starting
-        if not starting.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(starting), wait)
-            except asyncio.TimeoutError:
-                pass
-        if starting.done() and starting.exception() is not None:
-            cls._instances.pop(loop, None)  # try again next time
-            raise starting.exception()  # type: ignore[misc]
-        return state
-
-    @classmethod
-    async def stop_all(cls) -> None:
-        for state in list(cls._instances.values()):
-            await state.stop()
-        cls._instances.clear()
-
-    async def stop(self) -> None:
-        await asyncio.gather(self.nodes.stop(), self.pods.stop(), return_exceptions=True)
-
-    @property
-    def ready(self) -> bool:
-        return self.nodes.first_load_future.done() and self.pods.first_load_future.done()
-
-    def gpu_availability(self, config: KubelabConfig) -> dict[str, GpuAvailability]:
-        """Free/total GPUs per GPU type of *config*, memoized until a node or pod changes."""
-        nodes: _NodeIndex = self.nodes.resources  # type: ignore[assignment]
-        pods: _PodIndex = self.pods.resources  # type: ignore[assignment]
-        key = (id(config), id(nodes), nodes.version, id(pods), pods.version)
-        if self._gpu_memo is not None and self._gpu_memo[0] == key:
-            return self._gpu_memo[1]
-        out: dict[str, GpuAvailability] = {}
-        for slug, gpu_type in config.gpu_types.items():
-            selector = gpu_type.node_selector.items()
-            total = free = largest = 0
-            for name, rec in nodes.by_resource.get(gpu_type.resource, {}).items():
-                labels = dict(rec.labels)
-                if any(labels.get(k) != v for k, v in selector):
-                    continue
-                alloc = dict(rec.allocatable).get(gpu_type.resource, 0)
-                total += alloc
-                if not rec.schedulable:
-                    continue
-                used = pods.node_used.get(name.lstrip("/"), {}).get(gpu_type.resource, 0)
-                node_free = max(alloc - used, 0)
-                free += node_free
-                largest = max(largest, node_free)
-            out[slug] = GpuAvailability(total=total, free=free, largest_free=largest)
-        self._gpu_memo = (key, out)
-        return out
-
-    def quota_usage(self, config: KubelabConfig, user: UserInfo, *, exclude: str | None = None) -> QuotaUsage | None:
-        """GPUs the user's team and the user hold: their pods in the cache plus the reservations
-        of spawns under way (but *exclude*'s, the pod key of the spawn asking)."""
-        team = config.team_for(sorted(user.groups))
-        if team is None:
-            return None
-        name, t = team
-        pods: _PodIndex = self.pods.resources  # type: ignore[assignment]
-        resources = {g.resource for g in config.gpu_types.values()}
-        team_label, user_label = objects.safe_label_value(name), objects.safe_label_value(user.name)
-        reserved_teams, reserved_users = self._reserved(exclude=exclude)
-
-        def used(row: Mapping[str, int] | None) -> int:
-            return sum(n for r, n in (row or {}).items() if r in resources)
-
-        return QuotaUsage(
-            team=name,
-            gpus_used=used(pods.team_used.get(team_label)) + reserved_teams.get(team_label, 0),
-            gpus_quota=t.quota.gpus,
-            user_gpus_used=used(pods.user_used.get(user_label)) + reserved_users.get(user_label, 0),
-            user_gpus_quota=t.user_quota.gpus if t.user_quota else None,
-        )
-
+from kubelab.spawner.base import KubelabSpawnerMixin, default_config_path, spawn_error
+from kubelab.spawner.cluster_state import ClusterState
+from kubelab.spawner.profiles import Availability, Choice, InvalidOptions, UserInfo
+from kubelab.spawner.provision import Provisioner, namespace_objects
 
 # --------------------------------------------------------------------------------------------------
 # The spawner
@@ -494,7 +60,7 @@ _OVERRIDDEN_TRAITS = (
 )
 
 
-class ProfileSpawner(KubeSpawner):
+class ProfileSpawner(KubelabSpawnerMixin, KubeSpawner):
     """KubeSpawner with kubelab's per-user profile chooser, data mounts, namespaces and quotas.
 
     Configure it with the admin config file (``kubelab_config``); KubeSpawner's own settings
@@ -513,7 +79,7 @@ class ProfileSpawner(KubeSpawner):
 
     @default("kubelab_config")
     def _default_kubelab_config(self) -> str:
-        return default_config_path()
+        return default_config_path(local=False)
 
     gpu_unschedulable_timeout = Float(
         60.0,
@@ -601,14 +167,6 @@ class ProfileSpawner(KubeSpawner):
 
     # -- the config and the user ---------------------------------------------------------------
 
-    @property
-    def kubelab(self) -> KubelabConfig:
-        return cached_config(self.kubelab_config, self.log)
-
-    def user_info(self) -> UserInfo:
-        groups = [getattr(g, "name", g) for g in (getattr(self.user, "groups", None) or [])]
-        return UserInfo.of(self.user.name, groups)
-
     def unusable_datasets(self, config: KubelabConfig) -> dict[str, str]:
         level = config.pod_security.level
         return {
@@ -624,7 +182,7 @@ class ProfileSpawner(KubeSpawner):
         if not self.watch_cluster:
             return Availability(unusable_datasets=unusable, known=False)
         try:
-            state = await ClusterState.get(self, wait=self.availability_wait if wait is None else wait)
+            state = await ClusterState.get(self.api, wait=self.availability_wait if wait is None else wait)
         except Exception as e:  # the form must render even when the API is unreachable
             self.log.warning("GPU availability unavailable: %s", e)
             return Availability(unusable_datasets=unusable, known=False)
@@ -649,7 +207,7 @@ class ProfileSpawner(KubeSpawner):
     def _reserve_gpus(self, choice: Choice) -> None:
         """Hold *choice*'s GPUs against the team quota until the cache sees the pod (see
         :meth:`ClusterState.reserve`), so concurrent spawns cannot overrun it."""
-        state = ClusterState._instances.get(asyncio.get_running_loop())
+        state = ClusterState.current()
         if state is None or not choice.gpus:
             return
         user = self.user_info()
@@ -660,7 +218,7 @@ class ProfileSpawner(KubeSpawner):
                       ttl=self.start_timeout + self.k8s_api_request_retry_timeout)
 
     def _release_gpus(self) -> None:
-        state = ClusterState._instances.get(asyncio.get_running_loop())
+        state = ClusterState.current()
         if state is not None:
             state.release(self._pod_key())
 
@@ -668,7 +226,9 @@ class ProfileSpawner(KubeSpawner):
 
     async def validate_options(self, user_options: Any, *, reserve: bool = False) -> Choice:
         """Validate untrusted *user_options* into a :class:`Choice` or raise HTTP 400; with
-        *reserve*, hold the choice's GPUs against the team quota until the pod is seen."""
+        *reserve*, hold the choice's GPUs against the team quota until the pod is seen. Run first
+        by JupyterHub's apply_user_options step (:class:`~kubelab.spawner.base.KubelabSpawnerMixin`)
+        and again, for GPU choices, when the spawn is committed (:meth:`load_user_options`)."""
         availability = await self.availability()
         try:
             choice = profiles.validate_user_options(
@@ -676,19 +236,14 @@ class ProfileSpawner(KubeSpawner):
                 refuse_unavailable=self.refuse_unavailable_gpus,
             )
         except InvalidOptions as e:
-            raise spawn_error(f"Invalid server options: {e}", reason="invalid-options") from None
+            raise self.refuse(e) from None
         if reserve:
             # no await between the check and the reservation: another spawn cannot slip in
             self._reserve_gpus(choice)
+        else:
+            self._kubelab_choice = choice
+            self._kubelab_validated = (copy.deepcopy(user_options), self.kubelab)
         return choice
-
-    async def _run_apply_user_options(self, user_options: Any) -> None:
-        # Runs in User.spawn before start(): the earliest point with the final user_options,
-        # and JupyterHub answers an HTTPError raised here with that status (400).
-        self._kubelab_choice = await self.validate_options(user_options)
-        self._kubelab_validated = (copy.deepcopy(user_options), self.kubelab)
-        if self.apply_user_options:  # an admin's own hook runs after kubelab's checks
-            await super()._run_apply_user_options(user_options)
 
     # -- applying the choice --------------------------------------------------------------------
 
@@ -806,9 +361,9 @@ class ProfileSpawner(KubeSpawner):
             # the user's view of the admin config (namespace_objects), for the notebook's limits
             volumes.append({"name": "kubelab-settings", "configMap": {
                 "name": objects.notebook_config_map_name(user.name), "optional": True}})
-            mounts.append({"name": "kubelab-settings", "mountPath": objects.NOTEBOOK_CONFIG_PATH,
+            mounts.append({"name": "kubelab-settings", "mountPath": NOTEBOOK_CONFIG_DIR,
                            "readOnly": True})
-            config_path = f"{objects.NOTEBOOK_CONFIG_PATH}/{objects.NOTEBOOK_CONFIG_FILE}"
+            config_path = NOTEBOOK_CONFIG_PATH
             self.service_account = self.notebook_service_account
             # the notebook submits jobs with this account's token
             self.automount_service_account_token = True
@@ -869,37 +424,28 @@ class ProfileSpawner(KubeSpawner):
 
     # -- the namespace and its objects ----------------------------------------------------------
 
-    #: (namespace, object kind/name) → fingerprint of what this process last wrote
-    _ensured: dict[tuple[str, str], str] = {}
     #: what _ensure_namespace last ensured, to skip even building the objects
-    _ensured_shapes: dict[Any, KubelabConfig] = {}
+    _ensured_shapes: ClassVar[dict[Any, KubelabConfig]] = {}
 
     def namespace_objects(self, config: KubelabConfig, user: UserInfo) -> list[dict[str, Any]]:
-        """What kubelab keeps in the user's namespace (besides the namespace itself)."""
-        namespace = self.namespace
-        found = config.team_for(sorted(user.groups))
-        who = objects.namespace_owner(config, username=user.name, groups=sorted(user.groups))
-        team = who["team"]
-        out: list[dict[str, Any]] = []
-        if found is not None:
-            shared = who["user"] is None
-            quota = found[1].quota if shared or found[1].user_quota is None else found[1].user_quota
-            rq = objects.make_resource_quota(
-                quota, namespace=namespace,
-                gpu_resources=[g.resource for g in config.gpu_types.values()], **who,
-            )
-            if rq is not None:
-                out.append(rq)
-                out.append(objects.make_limit_range(namespace=namespace, **who))
-        out.append(objects.make_service_account(namespace=namespace, name=self.notebook_service_account, **who))
-        out.append(objects.make_role(namespace=namespace, **who))
-        out.append(objects.make_role_binding(namespace=namespace, service_account=self.notebook_service_account, **who))
-        view = profiles.user_config_view(config, user, unusable_datasets=self.unusable_datasets(config))
-        if view is not None:
-            out.append(objects.make_notebook_config_map(
-                dump_config(view), namespace=namespace, username=user.name, team=team))
-        out.append(self.policy_params(view or config, user))  # the view: already filtered
-        return out
+        """What kubelab keeps in the user's namespace (:func:`~kubelab.spawner.provision.namespace_objects`)."""
+        return namespace_objects(
+            config, user, namespace=self.namespace, service_account=self.notebook_service_account,
+            unusable_datasets=self.unusable_datasets(config),
+            policy_params=lambda view: self.policy_params(view, user))
+
+    @property
+    def api_retry(self) -> RetryPolicy:
+        """The retry policy of the spawner's own API writes, from KubeSpawner's settings: each
+        request may take ``k8s_api_request_timeout`` s, retried for ``k8s_api_request_retry_timeout``."""
+        return RetryPolicy(deadline=self.k8s_api_request_retry_timeout, first_delay=0.1,
+                           max_delay=5.0, request_timeout=self.k8s_api_request_timeout)
+
+    def provisioner(self) -> Provisioner:
+        from kubespawner.clients import shared_client
+
+        return Provisioner(self.api, shared_client("RbacAuthorizationV1Api"), policy=self.api_retry,
+                           log=self.log, log_name=self._log_name)
 
     def policy_params(self, config: KubelabConfig, user: UserInfo) -> dict[str, Any]:
         """The ``kubelab-policy`` ConfigMap: what the admission policy (docs/security.md) lets
@@ -938,98 +484,14 @@ class ProfileSpawner(KubeSpawner):
             **objects.namespace_owner(config, username=user.name, groups=sorted(user.groups)),
         )
         wanted = [ns, *(self.namespace_objects(config, user) if self.manage_namespace_objects else [])]
-        todo = [o for o in wanted if self._ensured.get(self._key(o)) != objects.fingerprint(o)]
-        for obj in todo:
-            await self._apply_object(obj)
-            self._ensured[self._key(obj)] = objects.fingerprint(obj)
+        await self.provisioner().ensure(wanted)
         self._ensured_shapes[shape] = config
 
     def forget_namespace(self) -> None:
         """Make the next spawn re-check this namespace's objects."""
         for shape in [k for k in self._ensured_shapes if k[1] == self.namespace]:
             self._ensured_shapes.pop(shape, None)
-        for key in [k for k in self._ensured if k[0].endswith("/" + self.namespace)]:
-            self._ensured.pop(key, None)
-
-    def _key(self, obj: Mapping[str, Any]) -> tuple[str, str]:
-        meta = obj["metadata"]
-        # the API server too: one hub process talks to one cluster, tests to many
-        host = self.api.api_client.configuration.host
-        return (f"{host}/{meta.get('namespace', '')}", f"{obj['kind']}/{meta['name']}")
-
-    async def _apply_object(self, obj: dict[str, Any]) -> None:
-        """Create *obj*, or replace it when it exists (so quota or role changes take effect)."""
-        kind, meta = obj["kind"], obj["metadata"]
-        ns, name = meta.get("namespace"), meta["name"]
-        if kind == "Namespace":
-            core = self.api
-            create, replace = core.create_namespace, None
-            args: tuple[Any, ...] = ()
-        else:
-            method = {"ResourceQuota": "resource_quota", "LimitRange": "limit_range",
-                      "ServiceAccount": "service_account", "ConfigMap": "config_map",
-                      "Role": "role", "RoleBinding": "role_binding"}[kind]
-            api = self.api if kind not in ("Role", "RoleBinding") else _rbac_api()
-            create = getattr(api, f"create_namespaced_{method}")
-            replace = getattr(api, f"replace_namespaced_{method}")
-            args = (ns,)
-        what = f"the {kind} {name!r}" + (f" in namespace {ns!r}" if ns else "")
-        try:
-            await self._api_call(what, create, *args, obj)
-        except ApiException as e:
-            if e.status != 409:
-                raise self._api_failure(what, e) from None
-            if replace is None or kind == "ServiceAccount":
-                return  # exists; a namespace's labels are the admin's to change after creation
-            try:
-                if name == admission.POLICY_CONFIG_MAP and objects.USER_LABEL not in meta.get("labels", {}):
-                    # a team's shared namespace: every member's grants, not only the last spawner's
-                    existing = await self._api_call(what, api.read_namespaced_config_map, name, ns)
-                    obj = admission.merge_policy_params(
-                        obj, {"data": dict(getattr(existing, "data", None) or {})})
-                await self._api_call(what, replace, name, ns, obj)
-            except ApiException as e:
-                raise self._api_failure(what, e) from None
-
-    async def _api_call(self, what: str, fn: Any, *args: Any) -> Any:
-        """``await fn(*args)`` with KubeSpawner's per-request timeout, retried with exponential
-        backoff on transient answers (429, 5xx), timeouts and dropped connections for up to
-        ``k8s_api_request_retry_timeout`` seconds; then a 503 naming *what* (never a traceback)."""
-        deadline = time.monotonic() + self.k8s_api_request_retry_timeout
-        delay = 0.1
-        while True:
-            try:
-                return await asyncio.wait_for(fn(*args), self.k8s_api_request_timeout)
-            except ApiException as e:
-                if e.status not in objects.RETRY_STATUSES:
-                    raise
-                problem = f"the Kubernetes API answered {e.status} {e.reason or ''}".rstrip()
-            except (asyncio.TimeoutError, OSError) as e:  # aiohttp's connection errors are OSErrors
-                problem = f"the Kubernetes API did not answer ({type(e).__name__})"
-            if time.monotonic() + delay > deadline:
-                self.log.error("Giving up on %s for %s: %s", what, self._log_name, problem)
-                raise spawn_error(
-                    f"Could not set up your server: {problem} when writing {what}, for "
-                    f"{self.k8s_api_request_retry_timeout:g} s. Try again in a minute; if it keeps "
-                    "happening, tell your hub admin.", reason="kubernetes-api", status=503)
-            self.log.warning("Retrying %s for %s in %.1f s: %s", what, self._log_name, delay, problem)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-    def _api_failure(self, what: str, e: ApiException) -> web.HTTPError:
-        """An API refusal that retrying cannot fix, as a message for the user and the admin."""
-        self.log.error("Could not write %s for %s: %s %s", what, self._log_name, e.status, e.reason)
-        if e.status == 403:
-            hint = ("the hub's service account may not do this: give it the ClusterRole in "
-                    "hub_config/hub-rbac.yaml (docs/spawner.md, Hub permissions)")
-        else:
-            try:
-                hint = json.loads(e.body or "{}").get("message") or e.reason
-            except (ValueError, AttributeError):
-                hint = e.reason
-        return spawn_error(
-            f"Could not set up your server: the Kubernetes API refused {what} ({e.status}: {hint}). "
-            "Please tell your hub admin.", reason="kubernetes-api", status=500)
+        Provisioner.forget("/" + self.namespace)
 
     # -- the pod: checked against the Pod Security level before it is sent ---------------------
 
@@ -1170,12 +632,6 @@ def _literal(value: Any) -> Any:
     return value
 
 
-def _rbac_api() -> Any:
-    from kubespawner.clients import shared_client
-
-    return shared_client("RbacAuthorizationV1Api")
-
-
 async def _profile_list(spawner: ProfileSpawner) -> list[dict[str, Any]]:
     return profiles.kubespawner_profile_list(spawner.kubelab, spawner.user_info())
 
@@ -1189,4 +645,4 @@ async def _options_form(spawner: ProfileSpawner) -> str:
     )
 
 
-__all__ = ["ClusterState", "GpuPodReflector", "NodeReflector", "ProfileSpawner", "spawn_error"]
+__all__ = ["ProfileSpawner"]

@@ -38,16 +38,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
-import json
 import os
 import re
 import resource
-import shutil
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,25 +51,43 @@ from jupyterhub.spawner import SimpleLocalProcessSpawner
 from tornado import web
 from traitlets import Bool, Dict, Float, List, Unicode, default, validate
 
-from kubelab.core.config import ConfigError, KubelabConfig, cached_config
-from kubelab.core.limits import LimitPlan, plan_limits
+from kubelab.core.config import ConfigError, KubelabConfig
+from kubelab.core.limits import LimitPlan, cgroup_usable, make_cgroup, plan_limits, remove_cgroup
 from kubelab.core.notebook_env import NotebookDataset, NotebookEnv
+from kubelab.core.paths import data_dir
+from kubelab.spawner.base import KubelabSpawnerMixin, default_config_path
+from kubelab.spawner.local_datasets import (
+    LinkedDataset,
+    ReadOnlyCheck,
+    link_datasets,
+    read_only_enforcement,
+)
+from kubelab.spawner.local_gpus import (
+    GpuAllocator,
+    GpuInventory,
+    LocalGpu,
+    NoGpuFree,
+    detect_gpus,
+    parse_nvidia_smi,
+)
 from kubelab.spawner.profiles import (
     Availability,
     Choice,
-    DatasetMount,
     GpuAvailability,
     InvalidOptions,
     QuotaUsage,
     UserInfo,
     allowed_datasets,
     allowed_profiles,
-    gpus_text,
     options_from_form,
-    plural,
     render_form,
     validate_user_options,
 )
+
+__all__ = [
+    "GpuAllocator", "LocalGpu", "LocalProfileSpawner", "NoGpuFree", "ReadOnlyCheck", "cgroup_usable", "detect_gpus",
+    "parse_nvidia_smi", "read_only_enforcement",
+]
 
 SOURCE = "this machine"
 #: a Jupyter config directory whose labconfig/page_config.json disables JupyterLab's
@@ -82,219 +96,7 @@ LAB_CONFIG_DIR = Path(__file__).parent / "jupyter_config"
 
 
 # --------------------------------------------------------------------------------------------------
-# GPUs
-
-
-@dataclass(frozen=True)
-class LocalGpu:
-    """One GPU of this machine, as ``nvidia-smi -L`` lists it."""
-
-    index: str
-    model: str = ""
-    uuid: str = ""
-
-    @property
-    def device(self) -> str:
-        """What goes into ``CUDA_VISIBLE_DEVICES`` for this GPU."""
-        return self.uuid or self.index
-
-
-_NVIDIA_LINE = re.compile(r"^GPU (\d+): (.*?)(?: \(UUID: ([^)]+)\))?\s*$")
-
-
-def parse_nvidia_smi(output: str) -> list[LocalGpu]:
-    """``nvidia-smi -L`` output → GPUs (MIG lines and anything unexpected are skipped)."""
-    gpus = []
-    for line in output.splitlines():
-        m = _NVIDIA_LINE.match(line.strip())
-        if m:
-            gpus.append(LocalGpu(index=m.group(1), model=m.group(2).strip(), uuid=m.group(3) or ""))
-    return gpus
-
-
-@dataclass
-class GpuInventory:
-    gpus: list[LocalGpu]
-    #: why there are none (or what went wrong), for the chooser
-    note: str = ""
-
-
-def detect_gpus(command: list[str], timeout: float = 10.0) -> GpuInventory:
-    """Run the detection command (``nvidia-smi -L``); never raises."""
-    if not command:
-        return GpuInventory([], "GPU detection is switched off (gpu_detect_command is empty)")
-    exe = shutil.which(command[0])
-    if exe is None:
-        return GpuInventory([], f"this machine has no NVIDIA GPU ({command[0]} not found)")
-    try:
-        done = subprocess.run(
-            [exe, *command[1:]], capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return GpuInventory([], f"{' '.join(command)} failed: {e}")
-    if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()
-        return GpuInventory([], f"{' '.join(command)} failed: {detail[0] if detail else done.returncode}")
-    gpus = parse_nvidia_smi(done.stdout)
-    return GpuInventory(gpus, "" if gpus else f"{' '.join(command)} lists no GPU")
-
-
-@dataclass
-class _Grant:
-    server: str
-    user: str
-    team: str | None
-    devices: tuple[str, ...]
-
-
-class GpuAllocator:
-    """Which running server holds which GPU, for the whole hub process.
-
-    ``allocate`` is synchronous (no ``await`` between checking and taking), so two spawns on the
-    hub's event loop can never take the same GPU; a GPU comes back with ``release``.
-    """
-
-    def __init__(self) -> None:
-        self._grants: dict[str, _Grant] = {}
-        self._lock = threading.Lock()
-
-    def holder(self, device: str) -> str | None:
-        return next((g.server for g in self._grants.values() if device in g.devices), None)
-
-    def in_use(self) -> set[str]:
-        return {d for g in self._grants.values() for d in g.devices}
-
-    def free(self, gpus: list[LocalGpu]) -> list[LocalGpu]:
-        taken = self.in_use()
-        return [g for g in gpus if g.device not in taken]
-
-    def allocate(
-        self, server: str, user: str, team: str | None, candidates: list[LocalGpu], count: int
-    ) -> tuple[str, ...]:
-        with self._lock:
-            if server in self._grants:
-                self._release(server)
-            free = self.free(candidates)
-            if len(free) < count:
-                raise NoGpuFree(
-                    f"{gpus_text(count)} asked, {len(free)} of {len(candidates)} free on this machine"
-                )
-            devices = tuple(g.device for g in free[:count])
-            self._grants[server] = _Grant(server, user, team, devices)
-            return devices
-
-    def restore(self, server: str, user: str, team: str | None, devices: list[str]) -> None:
-        """Re-register a grant from a server's saved state (after a hub restart)."""
-        with self._lock:
-            others = {d for s, g in self._grants.items() if s != server for d in g.devices}
-            clash = others.intersection(devices)
-            if clash:
-                raise NoGpuFree(f"{plural(len(clash), 'GPU')} ({', '.join(sorted(clash))}) held by another server")
-            self._grants[server] = _Grant(server, user, team, tuple(devices))
-
-    def release(self, server: str) -> None:
-        with self._lock:
-            self._release(server)
-
-    def _release(self, server: str) -> None:
-        self._grants.pop(server, None)
-
-    def usage(self, *, team: str | None, user: str) -> tuple[int, int]:
-        """(GPUs held by the team's servers, GPUs held by the user's servers)."""
-        team_used = sum(len(g.devices) for g in self._grants.values() if team and g.team == team)
-        user_used = sum(len(g.devices) for g in self._grants.values() if g.user == user)
-        return team_used, user_used
-
-
-class NoGpuFree(RuntimeError):
-    """The GPUs asked for were taken between validation and start."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Datasets
-
-
-@dataclass(frozen=True)
-class ReadOnlyCheck:
-    """Whether the OS, rather than good manners, keeps a dataset read-only."""
-
-    enforced: bool
-    how: str
-
-
-def read_only_enforcement(path: Path) -> ReadOnlyCheck:
-    try:
-        if os.statvfs(path).f_flag & os.ST_RDONLY:
-            return ReadOnlyCheck(True, "read-only mount")
-    except OSError:
-        pass
-    if os.geteuid() != 0 and not os.access(path, os.W_OK):
-        return ReadOnlyCheck(
-            True, "file permissions (its top directory is not writable by the servers' user)"
-        )
-    who = "root" if os.geteuid() == 0 else "the user the servers run as"
-    return ReadOnlyCheck(False, f"not enforced: {who} may write there")
-
-
-@dataclass(frozen=True)
-class LinkedDataset:
-    mount: DatasetMount
-    link: Path
-    target: Path
-    enforcement: ReadOnlyCheck | None
-
-    @property
-    def name(self) -> str:
-        return self.mount.name
-
-    @property
-    def mount_path(self) -> str:
-        return self.mount.mount_path
-
-    @property
-    def read_only(self) -> bool:
-        return self.mount.read_only
-
-
-# --------------------------------------------------------------------------------------------------
-# Limits
-
-
-def cgroup_usable(parent: str) -> tuple[bool, str]:
-    """Whether *parent* is a cgroup v2 directory we may create children in, with memory and cpu."""
-    if not parent:
-        return False, "no cgroup_parent configured"
-    path = Path(parent)
-    try:
-        controllers = (path / "cgroup.subtree_control").read_text().split()
-    except OSError as e:
-        return False, f"{path}/cgroup.subtree_control cannot be read ({e.strerror})"
-    missing = [c for c in ("memory", "cpu") if c not in controllers]
-    if missing:
-        return False, f"{path} does not delegate the {' and '.join(missing)} controller(s)"
-    if not os.access(path, os.W_OK):
-        return False, f"{path} is not writable by the hub's user"
-    return True, ""
-
-
-# --------------------------------------------------------------------------------------------------
 # The spawner
-
-
-def _default_config_file() -> str:
-    env = os.environ.get("KUBELAB_CONFIG")
-    if env:
-        return env
-    state = Path(os.environ.get("KUBELAB_DATA_DIR") or "~/.kubelab").expanduser()
-    if (state / "kubelab.yaml").exists():
-        return str(state / "kubelab.yaml")
-    import kubelab
-
-    for base in kubelab.__path__:
-        candidate = Path(base) / "hub_config" / "local.yaml"
-        if candidate.is_file():
-            return str(candidate)
-    return ""
 
 
 def safe_dir_name(name: str) -> str:
@@ -304,7 +106,7 @@ def safe_dir_name(name: str) -> str:
     return safe_slug(name)
 
 
-class LocalProfileSpawner(SimpleLocalProcessSpawner):
+class LocalProfileSpawner(KubelabSpawnerMixin, SimpleLocalProcessSpawner):
     """kubelab's profile chooser, with each server a local process (see the module docstring)."""
 
     kubelab_config = Unicode(
@@ -320,7 +122,7 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
 
     @default("kubelab_config")
     def _kubelab_config_default(self) -> str:
-        return _default_config_file()
+        return default_config_path(local=True)
 
     state_dir = Unicode(
         config=True,
@@ -331,7 +133,7 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
 
     @default("state_dir")
     def _state_dir_default(self) -> str:
-        return str(Path(os.environ.get("KUBELAB_DATA_DIR") or "~/.kubelab").expanduser())
+        return str(data_dir())
 
     home_dir_template = Unicode(
         "{state_dir}/users/{username}",
@@ -446,10 +248,6 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
     def _options_from_form_default(self) -> Any:
         return options_from_form
 
-    @default("apply_user_options")
-    def _apply_user_options_default(self) -> Any:
-        return lambda spawner, user_options: spawner.check_user_options(user_options)
-
     @validate("gpu_models")
     def _validate_gpu_models(self, proposal: Any) -> dict[str, str]:
         for slug, pattern in proposal.value.items():
@@ -480,15 +278,6 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
         self._datasets = []
 
     # -- what the user is and may use --------------------------------------------------------
-
-    @property
-    def kubelab(self) -> KubelabConfig:
-        if not self.kubelab_config:
-            raise web.HTTPError(500, "kubelab: no admin config (set LocalProfileSpawner.kubelab_config)")
-        return cached_config(self.kubelab_config, self.log)
-
-    def user_info(self) -> UserInfo:
-        return UserInfo.of(self.user.name, [g.name for g in getattr(self.user, "groups", [])])
 
     @property
     def server_key(self) -> str:
@@ -599,13 +388,15 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
                 refuse_unavailable=True,
             )
         except InvalidOptions as e:
-            self.log.warning("Refused user_options for %s: %s", self._log_name, e)
-            raise web.HTTPError(400, str(e)) from None
+            raise self.refuse(e) from None
         except ConfigError as e:
-            self.log.error("kubelab config: %s", e)
-            raise web.HTTPError(500, "the hub's kubelab config is broken; tell your hub admin") from None
+            raise self.broken_config(e) from None
         self.choice = choice
         return choice
+
+    async def validate_options(self, user_options: Any) -> Choice:
+        """JupyterHub's apply_user_options step (:class:`~kubelab.spawner.base.KubelabSpawnerMixin`)."""
+        return self.check_user_options(user_options or {})
 
     # -- limits --------------------------------------------------------------------------------
 
@@ -622,36 +413,13 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
         )
 
     def _make_cgroup(self, plan: LimitPlan) -> Path | None:
-        if plan.cgroup is None:
-            return None
         name = "kubelab-" + safe_dir_name(self.user.name) + (f"--{safe_dir_name(self.name)}" if self.name else "")
-        path = plan.cgroup / name
-        path.mkdir(exist_ok=True)
-        if plan.memory_bytes is not None:
-            (path / "memory.max").write_text(f"{plan.memory_bytes}\n")
-        if plan.cpu_limit is not None:
-            period = 100_000
-            (path / "cpu.max").write_text(f"{max(int(plan.cpu_limit * period), 1000)} {period}\n")
-        return path
+        return make_cgroup(plan, name)
 
     def _remove_cgroup(self) -> None:
-        path = self._cgroup
-        if path is None:
-            return
-        self._cgroup = None
-        kill = path / "cgroup.kill"
-        with contextlib.suppress(OSError):
-            if kill.exists():
-                kill.write_text("1\n")  # ends kernels that outlived the server
-        for _ in range(20):
-            try:
-                path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.log.warning("Could not remove cgroup %s", path)
+        path, self._cgroup = self._cgroup, None
+        if path is not None and not remove_cgroup(path):
+            self.log.warning("Could not remove cgroup %s", path)
 
     def make_preexec_fn(self, name: str) -> Any:
         home = self.home_dir
@@ -737,47 +505,12 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
         return env
 
     def _link_datasets(self, choice: Choice, home: Path) -> list[LinkedDataset]:
-        """Symlink the chosen datasets into the working directory (see the module docstring)."""
-        manifest = home / ".kubelab" / "datasets.json"
-        try:
-            previous = json.loads(manifest.read_text())
-        except (OSError, ValueError):
-            previous = []
-        for link in previous:  # links from the last start that are no longer wanted
-            p = Path(link)
-            if p.is_symlink() and home in p.parents:
-                p.unlink()
-        linked: list[LinkedDataset] = []
-        for m in choice.datasets:
-            source = m.dataset.source.host_path
-            assert source is not None  # validation refuses other kinds here
-            root = Path(source.path).resolve()
-            target = (root / m.sub_path).resolve() if m.sub_path else root
-            if target != root and root not in target.parents:
-                # a symlink inside the dataset pointing out of it
-                raise web.HTTPError(400, f"dataset {m.name!r}: sub path leaves the dataset")
-            if not target.is_dir():
-                raise web.HTTPError(400, f"dataset {m.name!r}: {target} is not a directory on this machine")
-            link = home / m.mount_path.lstrip("/")
-            if link.is_symlink():
-                link.unlink()
-            elif link.exists():
-                raise web.HTTPError(
-                    409, f"dataset {m.name!r}: {link} exists in your working directory and is not a "
-                    "kubelab dataset link; move it away and start again",
-                )
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(target, target_is_directory=True)
-            check = read_only_enforcement(target) if m.read_only else None
-            linked.append(LinkedDataset(m, link, target, check))
-        manifest.parent.mkdir(parents=True, exist_ok=True)
-        manifest.write_text(json.dumps([str(d.link) for d in linked]))
-        return linked
+        return link_datasets(choice, home)
 
     async def start(self) -> Any:
         self._events = []
-        # Validated again here, not only in apply_user_options (which gives the early HTTP 400):
-        # other config may replace that hook, and a server must never start unchecked.
+        # Validated again here, not only in the apply_user_options step (which gives the early
+        # HTTP 400): start() may be called without it, and a server must never start unchecked.
         choice = self.check_user_options(self.user_options or {})
         self._event(f"Profile {choice.profile.display_name}", 10)
 

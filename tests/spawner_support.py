@@ -34,11 +34,15 @@ def point_kubespawner_at(kubeconfig: str) -> None:
 
 
 async def cleanup_shared_watches() -> None:
-    from kubelab.spawner.kubernetes import ClusterState, ProfileSpawner
+    from kubelab.core.kube import Reflector
+    from kubelab.spawner.cluster_state import ClusterState
+    from kubelab.spawner.kubernetes import ProfileSpawner
+    from kubelab.spawner.provision import Provisioner
 
     await ClusterState.stop_all()
+    await Reflector.stop_all()
     await ProfileSpawner._stop_all_reflectors()
-    ProfileSpawner._ensured.clear()
+    Provisioner.ensured.clear()
     ProfileSpawner._ensured_shapes.clear()
     ProfileSpawner._claims_seen.clear()
 

@@ -1,4 +1,4 @@
-"""The shared node/pod cache behind GPU availability (spawner/kubernetes.py), without a cluster:
+"""The shared node/pod cache behind GPU availability (spawner/cluster_state.py), without a cluster:
 the indexes the reflectors write into, and the figures computed from them."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kubelab.spawner.kubernetes import ClusterState, _NodeIndex, _PodIndex
+from kubelab.spawner.cluster_state import ClusterState, _NodeIndex, _PodIndex
 from kubelab.spawner.profiles import UserInfo
 from kubelab.tests.test_spawner_profiles import CONFIG
 
@@ -42,8 +42,9 @@ def pod(name: str, node_name: str | None, gpus: int, *, phase: str = "Running", 
 
 
 class _Reflector:
-    def __init__(self, resources: Any):
-        self.resources = resources
+    def __init__(self, store: Any):
+        self.store = store
+        self.ready = True
 
 
 def state(nodes: _NodeIndex, pods: _PodIndex) -> ClusterState:
@@ -117,14 +118,11 @@ def test_incremental_sums_equal_a_fresh_count(ops: list[Any]) -> None:
     assert {k: v for k, v in pods.unbound.items() if v} == {k: v for k, v in fresh.unbound.items() if v}
 
 
-def test_reflector_replacing_its_store_gets_an_index() -> None:
-    from kubelab.spawner.kubernetes import GpuPodReflector
-
-    class Holder(GpuPodReflector):
-        def __init__(self) -> None:  # no API client: only the trait validation is under test
-            pass
-
-    # _list_and_update assigns a plain dict; the validator turns it into an index
-    h = Holder.__new__(Holder)
-    value = h._index(type("P", (), {"value": {"ns/p": pod("p", "a1", 2)}})())
-    assert isinstance(value, _PodIndex) and value.node_used == {"a1": {"nvidia.com/gpu": 2}}
+def test_a_relist_clears_the_index_and_its_figures() -> None:
+    # the core Reflector relists into the same store: clear(), then the new objects
+    pods = _PodIndex({"ns/p": pod("p", "a1", 2, team="ml")})
+    version = pods.version
+    pods.clear()
+    assert pods.node_used == {} and pods.team_used == {} and pods.version > version
+    pods["ns/q"] = pod("q", "a2", 1, team="ml")
+    assert pods.node_used == {"a2": {"nvidia.com/gpu": 1}} and pods.team_used == {"ml": {"nvidia.com/gpu": 1}}

@@ -847,11 +847,9 @@ def dump_config(config: KubelabConfig) -> str:
 
 def example_config_path() -> Path:
     """The example config shipped with kubelab (``hub_config/kubelab.yaml``)."""
-    # By path, not by importing the package: the core must not import the facade (import-linter).
-    candidate = Path(__file__).resolve().parent.parent / "hub_config" / "kubelab.yaml"
-    if not candidate.is_file():
-        raise FileNotFoundError(f"{candidate} is missing: kubelab is not installed completely")
-    return candidate
+    from kubelab.core.paths import shipped
+
+    return shipped("kubelab.yaml")
 
 
 # --------------------------------------------------------------------------------------------------

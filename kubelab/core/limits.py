@@ -23,8 +23,10 @@ profile's own units; ``"job"``: a job's record, in the units the user typed).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,3 +122,56 @@ def _pin(plan: LimitPlan, asked: str, busy: Collection[int]) -> frozenset[int] |
     plan.notes.append(f"cpus {asked}: pinned to CPU(s) {','.join(map(str, sorted(cores)))} "
                       f"(not a share of them)")
     return cores
+
+
+# --------------------------------------------------------------------------------------------------
+# cgroups (a delegated cgroup v2 directory: the local spawner's ``cgroup_parent``)
+
+
+def cgroup_usable(parent: str) -> tuple[bool, str]:
+    """Whether *parent* is a cgroup v2 directory we may create children in, with memory and cpu."""
+    if not parent:
+        return False, "no cgroup_parent configured"
+    path = Path(parent)
+    try:
+        controllers = (path / "cgroup.subtree_control").read_text().split()
+    except OSError as e:
+        return False, f"{path}/cgroup.subtree_control cannot be read ({e.strerror})"
+    missing = [c for c in ("memory", "cpu") if c not in controllers]
+    if missing:
+        return False, f"{path} does not delegate the {' and '.join(missing)} controller(s)"
+    if not os.access(path, os.W_OK):
+        return False, f"{path} is not writable by the hub's user"
+    return True, ""
+
+
+def make_cgroup(plan: LimitPlan, name: str) -> Path | None:
+    """The cgroup *name* under *plan*'s parent with its ``memory.max``/``cpu.max``; None without."""
+    if plan.cgroup is None:
+        return None
+    path = plan.cgroup / name
+    path.mkdir(exist_ok=True)
+    if plan.memory_bytes is not None:
+        (path / "memory.max").write_text(f"{plan.memory_bytes}\n")
+    if plan.cpu_limit is not None:
+        period = 100_000
+        (path / "cpu.max").write_text(f"{max(int(plan.cpu_limit * period), 1000)} {period}\n")
+    return path
+
+
+def remove_cgroup(path: Path) -> bool:
+    """End what still runs in the cgroup at *path* (kernels that outlived the server) and remove
+    it; False if it could not be removed."""
+    kill = path / "cgroup.kill"
+    with contextlib.suppress(OSError):
+        if kill.exists():
+            kill.write_text("1\n")
+    for _ in range(20):
+        try:
+            path.rmdir()
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False

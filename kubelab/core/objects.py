@@ -17,10 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from kubelab.core.config import Dataset, KubelabConfig, PodSecurity, Quota, VolumeSource
+from kubelab.core.paths import NOTEBOOK_CONFIG_FILE
 from kubelab.core.quantity import parse_quantity
-
-#: API answers worth retrying: the server is busy or restarting, or a proxy in front hiccuped
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "kubelab"
@@ -37,10 +35,6 @@ RESOURCE_QUOTA = "kubelab-quota"
 LIMIT_RANGE = "kubelab-defaults"
 SHM_VOLUME = "kubelab-shm"
 DATASET_VOLUME_PREFIX = "kubelab-data-"
-#: where the notebook-side settings ConfigMap is mounted (kubelab reserves /etc/kubelab)
-NOTEBOOK_CONFIG_PATH = "/etc/kubelab"
-#: the file in it: the user's view of the admin config
-NOTEBOOK_CONFIG_FILE = "kubelab.yaml"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -390,7 +384,7 @@ def notebook_config_map_name(username: str) -> str:
 def make_notebook_config_map(
     config_yaml: str, *, namespace: str, username: str, team: str | None = None,
 ) -> dict[str, Any]:
-    """The ConfigMap mounted at :data:`NOTEBOOK_CONFIG_PATH` in *username*'s notebook pods:
+    """The ConfigMap mounted at ``/etc/kubelab`` (:data:`kubelab.core.paths.NOTEBOOK_CONFIG_DIR`) in *username*'s notebook pods:
     ``kubelab.yaml``, the part of the admin config the user may see (their profiles, datasets,
     team, and the job, serving and Pod Security settings), which the notebook side loads for
     its limits (``KUBELAB_CONFIG``)."""

@@ -18,11 +18,12 @@ from pathlib import Path
 from kubelab.core.config import ConfigError, KubelabConfig, load_config
 from kubelab.core.jobs.errors import BackendError
 from kubelab.core.notebook_env import NotebookEnv, NotebookEnvError, with_notebook_mounts
+from kubelab.core.paths import NOTEBOOK_CONFIG_PATH
 
 __all__ = ["JobContext", "DEFAULT_CONFIG_PATH"]
 
 #: where the spawner mounts the admin config into notebook pods
-DEFAULT_CONFIG_PATH = "/etc/kubelab/kubelab.yaml"
+DEFAULT_CONFIG_PATH = NOTEBOOK_CONFIG_PATH
 _SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 

@@ -4,9 +4,9 @@ Everything the user sees comes from the API server: the job's object carries wha
 annotation) and its status; pods carry exit codes, scheduling problems and logs. So a restarted
 kernel, or a second one, lists and follows the same jobs; nothing is kept in the kernel but a cache.
 
-**One watch per kernel.** A backend keeps a list+watch cache (like kubespawner's reflector) of the
-user's job objects and of their pods, each selected by label; every status, list and wait is
-answered from it. After the initial list, the cost is a watch re-connection every
+**One watch per kernel.** A backend keeps a list+watch cache (the core's
+:class:`~kubelab.core.kube.cache.Reflector`) of the user's job objects and of their pods, each
+selected by label; every status, list and wait is answered from it. After the initial list, the cost is a watch re-connection every
 ``watch_timeout`` seconds per resource, whatever the number of jobs: no polling per job. A watch
 that drops is resumed from its last resourceVersion (a 410 Gone relists), with backoff.
 
@@ -28,6 +28,7 @@ magics, and the watches keep running while a cell computes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import threading
@@ -40,6 +41,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
+from kubernetes_asyncio.client.exceptions import ApiException
+
 from kubelab.core import objects
 from kubelab.core.config import PodSecurity
 from kubelab.core.jobs import k8s_objects as ko
@@ -48,6 +51,7 @@ from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.errors import BackendError, JobExists, JobNotFound, QuotaExceeded
 from kubelab.core.jobs.types import JobInfo, JobPhase, JobSpec, JobStatus, gpus_text
 from kubelab.core.jobs.validate import Resolved
+from kubelab.core.kube import ObjectApi, Reflector, RetriesExhausted, RetryPolicy, create_or_replace
 from kubelab.core.quantity import QuantityError, format_bytes, format_cpu, parse_quantity
 from kubelab.core.text import shorten
 
@@ -96,11 +100,14 @@ class KubernetesBackend(Backend):
 
     def __init__(self, ctx: JobContext, *, kubeconfig: str | os.PathLike[str] | None = None,
                  namespace: str | None = None, job_kind: str | None = None,
-                 watch_timeout: float = 240.0, retries: int = 6, retry_delay: float = 0.05) -> None:
+                 watch_timeout: float = 240.0, retries: int = 6, retry_delay: float = 0.05,
+                 retry: RetryPolicy | None = None) -> None:
         """*kubeconfig*: a file (default: in-cluster config in a pod, else ``$KUBECONFIG``);
         *namespace*: default the context's (``KUBELAB_NAMESPACE``, the pod's own, the kubeconfig
         context's); *job_kind*: ``Job``, ``TrainJob``, ``PyTorchJob`` or None to discover (a
-        Kubeflow CRD the API server advertises wins; ``KUBELAB_JOB_KIND`` overrides)."""
+        Kubeflow CRD the API server advertises wins; ``KUBELAB_JOB_KIND`` overrides); *retry*: the
+        policy of every API call (default: *retries* more tries, from *retry_delay* s, doubling
+        up to 2 s)."""
         super().__init__(ctx)
         self.kubeconfig = str(kubeconfig) if kubeconfig else None
         self.namespace = namespace or ctx.namespace
@@ -108,8 +115,8 @@ class KubernetesBackend(Backend):
         if self.job_kind is not None and self.job_kind not in KINDS:
             raise BackendError(f"job kind must be one of {', '.join(KINDS)}, got {self.job_kind!r}")
         self.watch_timeout = watch_timeout
-        self.retries = retries
-        self.retry_delay = retry_delay
+        self.retry = retry or RetryPolicy(attempts=retries + 1, deadline=None,
+                                          first_delay=retry_delay, max_delay=2.0)
         self.selector = (f"{objects.KIND_LABEL}=job,"
                          f"{objects.USER_LABEL}={objects.safe_label_value(ctx.user)}")
         self._jobs: dict[str, dict[str, Any]] = {}
@@ -118,7 +125,7 @@ class KubernetesBackend(Backend):
         self._quotas: dict[str, dict[str, Any]] = {}
         self._events: dict[str, dict[str, Any]] = {}
         self._cond = threading.Condition()
-        self._synced = {what: threading.Event() for what in ("jobs", "pods", "quotas", "events")}
+        self._reflectors: dict[str, Reflector] = {}
         self._start_lock = threading.Lock()
         self._started = False
         self._closing = False
@@ -167,8 +174,8 @@ class KubernetesBackend(Backend):
                 return
             self._run(self._setup())
             self._tasks = self._run(self._start_watches())
-            for name, event in self._synced.items():
-                if not event.wait(60):
+            for name, reflector in self._reflectors.items():
+                if not reflector.synced.wait(60):
                     raise BackendError(f"could not list your {name} from the Kubernetes API")
             self._started = True
 
@@ -213,128 +220,38 @@ class KubernetesBackend(Backend):
         return "Job"
 
     async def _retry(self, call: Callable[[], Awaitable[T]]) -> T:
-        from kubernetes_asyncio.client.exceptions import ApiException
-
-        delay = self.retry_delay
-        for attempt in range(self.retries + 1):
-            try:
-                return await call()
-            except ApiException as e:
-                if e.status not in objects.RETRY_STATUSES or attempt == self.retries:
-                    raise
-            except (OSError, asyncio.TimeoutError) as e:  # aiohttp's errors are OSErrors
-                if attempt == self.retries:
-                    raise BackendError(f"the Kubernetes API is unreachable: {e}") from None
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")  # pragma: no cover
+        """*call* under the backend's retry policy; a transient failure that outlasts it is the
+        last ``ApiException`` (the caller's message names it), or a BackendError when the API did
+        not answer at all."""
+        try:
+            return await self.retry.call(call)
+        except RetriesExhausted as e:
+            if isinstance(e.cause, ApiException):
+                raise e.cause from None
+            raise BackendError(f"the Kubernetes API is unreachable: {e.cause}") from None
 
     # -- the watch cache --------------------------------------------------------------------------
 
     async def _start_watches(self) -> list[asyncio.Task[Any]]:
-        k = self.k
-
-        def jobs(**kw: Any) -> Awaitable[Any]:
-            return self.custom.list_namespaced_custom_object(
-                k.group, k.version, self.namespace, k.plural, label_selector=self.selector,
-                _preload_content=False, **kw)
-
-        def pods(**kw: Any) -> Awaitable[Any]:
-            return self.core.list_namespaced_pod(self.namespace, label_selector=self.selector,
-                                                 _preload_content=False, **kw)
-
-        def quotas(**kw: Any) -> Awaitable[Any]:
-            return self.core.list_namespaced_resource_quota(self.namespace,
-                                                            _preload_content=False, **kw)
-
-        def events(**kw: Any) -> Awaitable[Any]:
+        k, ns, core = self.k, self.namespace, self.core
+        assert ns is not None
+        listers: dict[str, tuple[Any, dict[str, dict[str, Any]], bool]] = {
+            "jobs": (functools.partial(self.custom.list_namespaced_custom_object, k.group, k.version,
+                                       ns, k.plural, label_selector=self.selector), self._jobs, False),
+            "pods": (functools.partial(core.list_namespaced_pod, ns, label_selector=self.selector),
+                     self._pods, False),
+            # optional: without read access to them (an older Role), the checks are skipped
+            "quotas": (functools.partial(core.list_namespaced_resource_quota, ns), self._quotas, True),
             # Why a field selector: the namespace may be a team's, busy with other events; the
             # ones that matter here are the Job controller's "cannot create your pod".
-            return self.core.list_namespaced_event(self.namespace, field_selector=FAILED_CREATE,
-                                                   _preload_content=False, **kw)
-
-        return [asyncio.ensure_future(self._reflect("jobs", jobs, self._jobs)),
-                asyncio.ensure_future(self._reflect("pods", pods, self._pods)),
-                asyncio.ensure_future(self._reflect("quotas", quotas, self._quotas, optional=True)),
-                asyncio.ensure_future(self._reflect("events", events, self._events, optional=True))]
-
-    async def _reflect(self, what: str, lister: Callable[..., Awaitable[Any]],
-                       cache: dict[str, dict[str, Any]], *, optional: bool = False) -> None:
-        """List, then watch from the list's resourceVersion; resume, relist on 410, back off.
-        An *optional* cache whose first list is refused (403: a Role without that read, 404)
-        stays empty and is not watched: what reads it skips its check."""
-        version: str | None = None
-        backoff = 0.05
-        while not self._closing:
-            connected = False
-            try:
-                if version is None:
-                    resp = await lister(_request_timeout=60)
-                    try:
-                        if resp.status != 200:
-                            raise _HttpError(resp.status)
-                        data = json.loads(await resp.read())
-                    finally:
-                        resp.release()
-                    with self._cond:
-                        cache.clear()
-                        for obj in data.get("items") or []:
-                            cache[obj["metadata"]["name"]] = obj
-                        self._cond.notify_all()
-                    version = data["metadata"]["resourceVersion"]
-                    self._synced[what].set()
-                resp = await lister(watch=True, resource_version=version,
-                                    allow_watch_bookmarks=True,
-                                    timeout_seconds=int(self.watch_timeout),
-                                    _request_timeout=self.watch_timeout + 30)
-                try:
-                    if resp.status == 410:
-                        version = None
-                        continue
-                    if resp.status != 200:
-                        raise _HttpError(resp.status)
-                    connected = True
-                    while True:
-                        line = await resp.content.readline()
-                        if not line:
-                            break
-                        event = json.loads(line)
-                        obj = event.get("object") or {}
-                        kind = event.get("type")
-                        if kind == "ERROR":
-                            if obj.get("code") == 410:
-                                version = None  # too old: list again
-                            break
-                        if kind not in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK"):
-                            break
-                        version = obj.get("metadata", {}).get("resourceVersion", version)
-                        if kind == "BOOKMARK":
-                            continue
-                        name = obj["metadata"]["name"]
-                        with self._cond:
-                            if kind == "DELETED":
-                                cache.pop(name, None)
-                            else:
-                                cache[name] = obj
-                            self._cond.notify_all()
-                finally:
-                    resp.release()
-                backoff = 0.05
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - an error status, a dropped connection
-                if isinstance(e, _HttpError) and e.status == 410:
-                    version = None
-                    continue
-                if (optional and isinstance(e, _HttpError) and e.status in (401, 403, 404)
-                        and not self._synced[what].is_set()):
-                    self._synced[what].set()
-                    return
-                if connected:  # the stream broke after it worked: resume at once
-                    backoff = 0.05
-                    continue
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            "events": (functools.partial(core.list_namespaced_event, ns, field_selector=FAILED_CREATE),
+                       self._events, True),
+        }
+        for what, (lister, store, optional) in listers.items():
+            self._reflectors[what] = Reflector(
+                lister, what=what, store=store, lock=self._cond, on_change=self._cond.notify_all,
+                watch_timeout=self.watch_timeout, optional=optional)
+        return [r.start() for r in self._reflectors.values()]
 
     # -- submit -------------------------------------------------------------------------------
 
@@ -424,25 +341,32 @@ class KubernetesBackend(Backend):
         return self._info(created)
 
     async def _create(self, built: ko.JobObjects) -> dict[str, Any]:
-        from kubernetes_asyncio.client.exceptions import ApiException
-
-        k = self.k
+        k, ns = self.k, self.namespace
+        assert ns is not None
         main = built.main
         name = main["metadata"]["name"]
         mine = main["metadata"]["annotations"][ko.SUBMISSION_ANNOTATION]
-        try:
-            created = await self._retry(lambda: self.custom.create_namespaced_custom_object(
-                k.group, k.version, self.namespace, k.plural, main))
-        except ApiException as e:
-            if e.status != 409:
-                raise BackendError(_api_message("could not create the job", e)) from None
-            existing = await self._retry(lambda: self.custom.get_namespaced_custom_object(
-                k.group, k.version, self.namespace, k.plural, name))
+
+        def ours(existing: dict[str, Any]) -> None:
+            # A create retried after a 5xx or a dropped connection may meet its own first attempt:
+            # that is our job (same submission id), not someone else's of the same name.
             theirs = (existing["metadata"].get("annotations") or {}).get(ko.SUBMISSION_ANNOTATION)
             if theirs != mine:
                 raise JobExists(f"a job named {name!r} exists already in namespace "
-                                f"{self.namespace}; pick another --name") from None
-            created = existing  # our own first attempt went through: not a second job
+                                f"{ns}; pick another --name")
+
+        api = ObjectApi(
+            create=lambda body: self.custom.create_namespaced_custom_object(
+                k.group, k.version, ns, k.plural, body),
+            read=lambda: self.custom.get_namespaced_custom_object(k.group, k.version, ns, k.plural, name))
+        try:
+            created = await create_or_replace(main, api, policy=self.retry, exists=ours)
+        except RetriesExhausted as e:
+            if isinstance(e.cause, ApiException):
+                raise BackendError(_api_message("could not create the job", e.cause)) from None
+            raise BackendError(f"the Kubernetes API is unreachable: {e.cause}") from None
+        except ApiException as e:
+            raise BackendError(_api_message("could not create the job", e)) from None
         if built.service is not None:
             service = dict(built.service)
             service["metadata"] = dict(service["metadata"], ownerReferences=[{
@@ -675,8 +599,6 @@ class KubernetesBackend(Backend):
         return self._info(updated)
 
     async def _patch(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        from kubernetes_asyncio.client.exceptions import ApiException
-
         k = self.k
         try:
             return await self._retry(lambda: self.custom.patch_namespaced_custom_object(
@@ -702,8 +624,6 @@ class KubernetesBackend(Backend):
             self._cond.notify_all()
 
     async def _delete(self, name: str) -> None:
-        from kubernetes_asyncio.client.exceptions import ApiException
-
         k = self.k
         try:
             await self._retry(lambda: self.custom.delete_namespaced_custom_object(
@@ -738,8 +658,6 @@ class KubernetesBackend(Backend):
         stopped: lines carry the runtime's timestamps, the request asks again from a little
         before the last one seen, and what was delivered already is skipped."""
         import aiohttp
-        from kubernetes_asyncio.client.exceptions import ApiException
-
         delivered = 0
         try:
             pod = None
@@ -898,12 +816,6 @@ def _stamp_key(stamp: str) -> tuple[str, int] | None:
     if not digits.isdigit() or len(seconds) != 19:
         return None
     return seconds, int(digits)
-
-
-class _HttpError(Exception):
-    def __init__(self, status: int) -> None:
-        super().__init__(f"HTTP {status}")
-        self.status = status
 
 
 def _rv(obj: dict[str, Any]) -> int:
