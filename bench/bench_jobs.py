@@ -79,7 +79,7 @@ class SubmitContext:
                                               home_claim="bench-home", home_mount=str(self.tmp)))
         self.backend = KubernetesBackend(ctx, kubeconfig=self.cluster.kubeconfig_path)
         self.backend.submit(JobSpec(script="train.py", workdir=str(work)))  # connect, list, watch
-        self.template = self.cluster.get_object("jobs", "bench", self.backend.list()[0].name,
+        self.template = self.cluster.get_object("jobs", "bench", self.backend.list_jobs()[0].name,
                                                 group="batch")
 
     def baseline(self) -> None:
@@ -96,17 +96,17 @@ class SubmitContext:
         self.backend.submit(JobSpec(script="train.py", workdir=str(self.work)))
 
     def bench_extra(self) -> dict[str, Any]:
-        for _ in range(100 - len(self.backend.list())):
+        for _ in range(100 - len(self.backend.list_jobs())):
             self.subject()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and any(
-                i.status.phase.value != "Running" for i in self.backend.list()):
+                i.status.phase.value != "Running" for i in self.backend.list_jobs()):
             time.sleep(0.05)
         mark = self.cluster.requests.mark()
         end = time.monotonic() + WATCH_SECONDS
         reads = 0
         while time.monotonic() < end:
-            reads += len(self.backend.list())
+            reads += len(self.backend.list_jobs())
             time.sleep(0.1)
         count = len(self.cluster.requests.since(mark))
         return {

@@ -12,7 +12,9 @@ import sys
 
 from kubelab.core.config import ConfigError, cached_config
 
-c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
+if "get_config" not in globals():  # imported, not loaded by JupyterHub: configure nothing
+    raise ImportError("jupyterhub_config.py is a file for `jupyterhub -f`, not a module to import")
+c = get_config()  # type: ignore[name-defined]  # noqa: F821 - JupyterHub provides it
 
 KUBELAB_CONFIG = os.environ.get("KUBELAB_CONFIG", "/usr/local/etc/kubelab/kubelab.yaml")
 

@@ -115,7 +115,7 @@ class JobsController:
 
     def rows(self) -> list[Row]:
         rows = []
-        for info in self.backend.list():
+        for info in self.backend.list_jobs():
             gpus = str(info.gpus) if info.nodes == 1 else f"{info.gpus}×{info.nodes}"
             entry = " ".join([info.entry, *info.args]) if info.args else info.entry
             rows.append(Row(info.name, info.status.describe(), info.status.phase, gpus,

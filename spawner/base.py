@@ -30,7 +30,7 @@ from kubelab.spawner.profiles import Choice, InvalidOptions, UserInfo
 try:  # JupyterHub ≥ 6: a policy failure, logged without a traceback
     from jupyterhub.spawner import SpawnException as _SpawnException
 except ImportError:  # pragma: no cover - JupyterHub 5
-    _SpawnException = None  # type: ignore[assignment,misc]
+    _SpawnException = None
 
 __all__ = ["KubelabSpawnerMixin", "default_config_path", "spawn_error"]
 

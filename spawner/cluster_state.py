@@ -33,6 +33,8 @@ class Indexed(Protocol):
     @property
     def ready(self) -> bool: ...
 
+    async def wait_synced(self, timeout: float | None = None) -> None: ...
+
 
 _STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage", "pods")
 

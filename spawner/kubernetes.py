@@ -38,26 +38,17 @@ from kubelab.core import admission, objects
 from kubelab.core.config import KubelabConfig
 from kubelab.core.kube import RetryPolicy
 from kubelab.core.notebook_env import NotebookDataset, NotebookEnv
-from kubelab.core.paths import NOTEBOOK_CONFIG_DIR, NOTEBOOK_CONFIG_PATH
+from kubelab.core.paths import NOTEBOOK_CONFIG_PATH
 from kubelab.core.podsecurity import violations
 from kubelab.spawner import profiles
 from kubelab.spawner.base import KubelabSpawnerMixin, default_config_path, spawn_error
 from kubelab.spawner.cluster_state import ClusterState
+from kubelab.spawner.pod_settings import POD_TRAITS, pod_traits
 from kubelab.spawner.profiles import Availability, Choice, InvalidOptions, UserInfo
 from kubelab.spawner.provision import Provisioner, namespace_objects
 
 # --------------------------------------------------------------------------------------------------
 # The spawner
-
-
-#: KubeSpawner traits a spawn sets; restored before each spawn and after a failed one
-_OVERRIDDEN_TRAITS = (
-    "image", "cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit", "node_selector",
-    "tolerations", "extra_resource_limits", "extra_resource_guarantees", "volumes", "volume_mounts",
-    "extra_labels", "extra_annotations", "environment", "pod_security_context",
-    "container_security_context", "service_account", "automount_service_account_token",
-    "allow_privilege_escalation", "uid", "gid", "fs_gid",
-)
 
 
 class ProfileSpawner(KubelabSpawnerMixin, KubeSpawner):
@@ -66,6 +57,16 @@ class ProfileSpawner(KubelabSpawnerMixin, KubeSpawner):
     Configure it with the admin config file (``kubelab_config``); KubeSpawner's own settings
     (``k8s_api_*``, ``storage_*`` for the home PVC, ``start_timeout``, ...) still apply.
     """
+
+    # KubeSpawner traits this class assigns (annotations for the type checker only)
+    user_options: dict[str, Any]
+    extra_labels: dict[str, str]
+    extra_annotations: dict[str, str]
+    volumes: Any
+    volume_mounts: Any
+    environment: dict[str, Any]
+    pod_security_context: dict[str, Any]
+    container_security_context: dict[str, Any]
 
     kubelab_config = Unicode(
         config=True,
@@ -254,19 +255,18 @@ class ProfileSpawner(KubelabSpawnerMixin, KubeSpawner):
 
     def _snapshot(self) -> None:
         if self._kubelab_pristine is None:
-            self._kubelab_pristine = {k: copy.deepcopy(getattr(self, k)) for k in _OVERRIDDEN_TRAITS}
+            self._kubelab_pristine = {k: copy.deepcopy(getattr(self, k)) for k in POD_TRAITS}
 
     def restore_traits(self) -> None:
-        """Put back every trait a spawn overrides (KubeSpawner merges dict overrides into the
-        spawner in place, so without this a GPU spawn's limits would stay for the next one)."""
+        """Put back every trait a spawn sets (:data:`~kubelab.spawner.pod_settings.POD_TRAITS`) to
+        the admin's value, so nothing of one spawn (a GPU spawn's limits) stays for the next."""
         if self._kubelab_pristine is not None:
-            for k, v in self._kubelab_pristine.items():
-                if getattr(self, k) != v:  # setting a trait runs its validation: only when changed
-                    setattr(self, k, copy.deepcopy(v))
+            self._set_traits(self._kubelab_pristine)
 
-    def _kubelab_pristine_list(self, name: str) -> list[Any]:
-        assert self._kubelab_pristine is not None
-        return list(self._sorted_dict_values(self._kubelab_pristine[name]))
+    def _set_traits(self, values: Mapping[str, Any]) -> None:
+        for k, v in values.items():
+            if getattr(self, k) != v:  # setting a trait runs its validation: only when changed
+                setattr(self, k, copy.deepcopy(v))
 
     async def load_user_options(self) -> None:
         self._snapshot()
@@ -289,14 +289,7 @@ class ProfileSpawner(KubelabSpawnerMixin, KubeSpawner):
         if self.enable_user_namespaces:
             self.namespace = namespace
             self.dns_name = self.dns_name_template.format(namespace=namespace, name=self.pod_name)
-        # KubeSpawner's own merge: profile override, then the chosen image and GPU count.
-        given = self.user_options
-        self.user_options = choice.kubespawner_user_options()
-        try:
-            await super().load_user_options()
-        finally:
-            self.user_options = given
-        self._apply_choice(config, choice, user, team)
+        self._set_traits(self.pod_traits(config, choice, user, team))
         await self._check_dataset_claims(choice, user)
 
     #: (API server, namespace, claim) → monotonic time a dataset's claim was last seen there
@@ -339,54 +332,22 @@ class ProfileSpawner(KubelabSpawnerMixin, KubeSpawner):
                 continue
             self._claims_seen[key] = now
 
-    def _apply_choice(self, config: KubelabConfig, choice: Choice, user: UserInfo, team: str | None) -> None:
-        kind_labels = objects.labels(user=user.name, team=team, kind="notebook")
-        kind_labels.pop(objects.MANAGED_BY_LABEL)
-        self.extra_labels = {**self.extra_labels, **kind_labels}
-        self.extra_annotations = {**self.extra_annotations, objects.USER_ANNOTATION: user.name}
-        volumes = list(self._sorted_dict_values(self.volumes))
-        mounts = list(self._sorted_dict_values(self.volume_mounts))
-        shm, shm_mount = objects.shm_volume(choice.profile.shm_size)
-        volumes.append(shm)
-        mounts.append(shm_mount)
-        for m in choice.datasets:
-            volume, mount = objects.dataset_volume(
-                m.dataset, read_only=m.read_only, mount_path=m.mount_path, sub_path=m.sub_path,
-                username=user.name,
-            )
-            volumes.append(volume)
-            mounts.append(mount)
-        config_path = None
-        if self.manage_namespace_objects:
-            # the user's view of the admin config (namespace_objects), for the notebook's limits
-            volumes.append({"name": "kubelab-settings", "configMap": {
-                "name": objects.notebook_config_map_name(user.name), "optional": True}})
-            mounts.append({"name": "kubelab-settings", "mountPath": NOTEBOOK_CONFIG_DIR,
-                           "readOnly": True})
-            config_path = NOTEBOOK_CONFIG_PATH
-            self.service_account = self.notebook_service_account
-            # the notebook submits jobs with this account's token
-            self.automount_service_account_token = True
-        env = dict(self.environment)
-        env.update(self.notebook_env(choice, user, team, config_path=config_path).to_env())
-        # KubeSpawner expands {username}-style fields in these; ours are literal
-        self.volumes = [v if v in self._kubelab_pristine_list("volumes") else _literal(v) for v in volumes]
-        self.volume_mounts = [m if m in self._kubelab_pristine_list("volume_mounts") else _literal(m) for m in mounts]
-        self.environment = {k: v if k in self._kubelab_pristine["environment"] else _literal(v)  # type: ignore[index]
-                            for k, v in env.items()}
-        psc, csc = objects.restricted_security_context(config.pod_security)
-        self.uid = config.pod_security.run_as_user
-        self.gid = config.pod_security.run_as_group
-        self.fs_gid = config.pod_security.fs_group
-        if config.pod_security.level == "restricted":
-            self.allow_privilege_escalation = False
-            # kubelab's settings win over anything the admin set in these dicts: relaxing the
-            # standard is pod_security.level's job, where it is visible
-            self.pod_security_context = {**(self.pod_security_context or {}), **psc}
-            self.container_security_context = {**(self.container_security_context or {}), **csc}
-        else:
-            self.pod_security_context = {**psc, **(self.pod_security_context or {})}
-            self.container_security_context = {**csc, **(self.container_security_context or {})}
+    def pod_traits(self, config: KubelabConfig, choice: Choice, user: UserInfo,
+                   team: str | None) -> dict[str, Any]:
+        """What the pod of *choice* gets (:func:`~kubelab.spawner.pod_settings.pod_traits`), from
+        the admin's settings of this spawner."""
+        assert self._kubelab_pristine is not None
+        base = self._kubelab_pristine
+        managed = self.manage_namespace_objects
+        env = self.notebook_env(choice, user, team, config_path=NOTEBOOK_CONFIG_PATH if managed else None)
+        return pod_traits(
+            config, choice, user, team=team, base=base,
+            base_volumes=list(self._sorted_dict_values(base["volumes"])),
+            base_mounts=list(self._sorted_dict_values(base["volume_mounts"])),
+            env=env.to_env(),
+            settings_config_map=objects.notebook_config_map_name(user.name) if managed else None,
+            service_account=self.notebook_service_account if managed else None,
+        )
 
     def home_volume(self) -> tuple[str | None, str | None]:
         """(claim name, mount path) of the home volume: the volume of KubeSpawner's PVC
@@ -618,18 +579,6 @@ class ProfileSpawner(KubelabSpawnerMixin, KubeSpawner):
         if self._kubelab_choice is not None:
             state["kubelab_choice"] = self._kubelab_choice.user_options()
         return state
-
-
-def _literal(value: Any) -> Any:
-    """*value* with ``{``/``}`` doubled in every string, so KubeSpawner's ``{username}``
-    expansion leaves it as it is."""
-    if isinstance(value, str):
-        return value.replace("{", "{{").replace("}", "}}")
-    if isinstance(value, dict):
-        return {k: _literal(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_literal(v) for v in value]
-    return value
 
 
 async def _profile_list(spawner: ProfileSpawner) -> list[dict[str, Any]]:

@@ -257,6 +257,9 @@ class LocalProfileSpawner(KubelabSpawnerMixin, SimpleLocalProcessSpawner):
                 raise ValueError(f"gpu_models[{slug!r}]: {pattern!r} is not a regular expression: {e}") from None
         return dict(proposal.value)
 
+    # traits of JupyterHub's spawner this class assigns (annotations for the type checker only)
+    popen_kwargs: dict[str, Any]
+
     # one inventory and one allocator for the whole hub process
     allocator: GpuAllocator = GpuAllocator()
     _inventory: tuple[float, tuple[Any, ...], GpuInventory] | None = None

@@ -839,7 +839,8 @@ def user_config_view(
         datasets.append(objects.dataset_for_user(d, username=user.name))
     team = config.team_for(sorted(user.groups))
     gpu_types = {p.gpu.type for p in profiles if p.gpu}
-    referenced = set(user.groups) | {g for x in (*profiles, *datasets) for g in x.groups}
+    referenced = (set(user.groups) | {g for p in profiles for g in p.groups}
+                  | {g for d in datasets for g in d.groups})
     if team:
         referenced.add(team[0])
     data = config.model_dump(mode="json", exclude_none=True)
@@ -866,6 +867,31 @@ def _cpu(quantity: str) -> float:
     return float(parse_quantity(quantity))
 
 
+def profile_resource_traits(p: Profile) -> dict[str, Any]:
+    """KubeSpawner's CPU/memory traits for profile *p* (only those the profile sets)."""
+    out: dict[str, Any] = {}
+    if p.cpu.guarantee:
+        out["cpu_guarantee"] = _cpu(p.cpu.guarantee)
+    if p.cpu.limit:
+        out["cpu_limit"] = _cpu(p.cpu.limit)
+    if p.memory.guarantee:
+        out["mem_guarantee"] = _bytes(p.memory.guarantee)
+    if p.memory.limit:
+        out["mem_limit"] = _bytes(p.memory.limit)
+    return out
+
+
+def gpu_resource_traits(gpu_type: GpuType, count: int) -> dict[str, Any]:
+    """KubeSpawner's traits for *count* GPUs of *gpu_type*: node selector, tolerations and the
+    extended resource's limit and guarantee (equal: extended resources cannot be overcommitted)."""
+    return {
+        "node_selector": dict(gpu_type.node_selector),
+        "tolerations": [toleration_dict(t) for t in gpu_type.tolerations],
+        "extra_resource_limits": {gpu_type.resource: str(count)},
+        "extra_resource_guarantees": {gpu_type.resource: str(count)},
+    }
+
+
 def toleration_dict(t: Any) -> dict[str, Any]:
     """A config toleration as a Kubernetes toleration (camelCase, no None values)."""
     out = {"key": t.key, "operator": t.operator, "value": t.value, "effect": t.effect,
@@ -887,15 +913,7 @@ def kubespawner_profile_list(config: KubelabConfig, user: UserInfo) -> list[dict
     profiles = allowed_profiles(config, user)
     default = default_profile(profiles)
     for p in profiles:
-        override: dict[str, Any] = {"image": p.default_image.image}
-        if p.cpu.guarantee:
-            override["cpu_guarantee"] = _cpu(p.cpu.guarantee)
-        if p.cpu.limit:
-            override["cpu_limit"] = _cpu(p.cpu.limit)
-        if p.memory.guarantee:
-            override["mem_guarantee"] = _bytes(p.memory.guarantee)
-        if p.memory.limit:
-            override["mem_limit"] = _bytes(p.memory.limit)
+        override: dict[str, Any] = {"image": p.default_image.image, **profile_resource_traits(p)}
         options: dict[str, Any] = {
             "image": {
                 "display_name": "Image",
@@ -917,8 +935,9 @@ def kubespawner_profile_list(config: KubelabConfig, user: UserInfo) -> list[dict
         }
         if p.gpu is not None:
             gpu_type = config.gpu_types[p.gpu.type]
-            override["node_selector"] = dict(gpu_type.node_selector)
-            override["tolerations"] = [toleration_dict(t) for t in gpu_type.tolerations]
+            placement = gpu_resource_traits(gpu_type, 0)
+            override["node_selector"] = placement["node_selector"]
+            override["tolerations"] = placement["tolerations"]
             options["gpus"] = {
                 "display_name": "GPUs",
                 "choices": {
@@ -926,9 +945,8 @@ def kubespawner_profile_list(config: KubelabConfig, user: UserInfo) -> list[dict
                         "display_name": f"{n} × {gpu_type.display_name}",
                         "default": n == p.gpu.default_count,
                         "kubespawner_override": {
-                            "extra_resource_limits": {gpu_type.resource: str(n)},
-                            "extra_resource_guarantees": {gpu_type.resource: str(n)},
-                        },
+                            k: v for k, v in gpu_resource_traits(gpu_type, n).items()
+                            if k.startswith("extra_resource_")},
                     }
                     for n in p.gpu.counts
                 },

@@ -179,7 +179,7 @@ def _addresses(host: str) -> set[str] | None:
     if not host:
         return set()
     try:
-        return {info[4][0].split("%")[0] for info in socket.getaddrinfo(host, None)}
+        return {str(info[4][0]).split("%")[0] for info in socket.getaddrinfo(host, None)}
     except (OSError, UnicodeError):  # UnicodeError: a label too long for IDNA
         return None
 

@@ -58,7 +58,7 @@ def make_backend(root: Path, *, groups: tuple[str, ...] = (), config: KubelabCon
 
 def kill_all(backend: LocalBackend) -> None:
     """End every job a test left running (by its own process group id, nothing else)."""
-    for info in backend.list():
+    for info in backend.list_jobs():
         pid = info.extra.get("pid")
         if pid and not info.status.done:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -84,7 +84,7 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "con
 def delete_running(backend: LocalBackend) -> None:
     """Delete every job a test left running: the job's process group and its descendants' own
     (torchrun's workers each lead a session of their own, which :func:`kill_all` misses)."""
-    for info in backend.list():
+    for info in backend.list_jobs():
         if not info.status.done:
             backend.delete(info.name)
 

@@ -44,7 +44,7 @@ def test_wrong_types_and_values_are_refused(local: LocalBackend, kw, words) -> N
     with pytest.raises(InvalidJobSpec) as e:
         kubelab.train("train.py", **kw)
     assert words in str(e.value)
-    assert local.list() == []
+    assert local.list_jobs() == []
 
 
 def test_workdir_as_a_path_object(local: LocalBackend, workdir: Path) -> None:
@@ -102,7 +102,7 @@ def test_a_file_in_the_way_of_the_jobs_folder(local: LocalBackend) -> None:
     (local.ctx.jobs_root / "file").write_text("x")
     with pytest.raises(BackendError, match="is in the way"):
         kubelab.train("train.py", name="file")
-    assert local.list() == []
+    assert local.list_jobs() == []
 
 
 def test_every_refusal_is_a_job_error(local: LocalBackend) -> None:

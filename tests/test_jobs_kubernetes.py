@@ -291,7 +291,7 @@ def test_replace_waits_for_the_old_job_to_go(k8s: KubernetesBackend, kube_cluste
     assert job["spec"]["template"]["spec"]["containers"][0]["command"][-1] == "2"
     (new,) = running_pods(kube_cluster, kube_namespace, "rerun")
     assert new["metadata"]["name"] != old["metadata"]["name"]
-    assert [i.name for i in k8s.list()] == ["rerun"]
+    assert [i.name for i in k8s.list_jobs()] == ["rerun"]
 
 
 def test_resubmit_ships_nothing_new_and_names_are_unique(k8s: KubernetesBackend) -> None:
@@ -344,7 +344,7 @@ def test_faults_500s_and_dropped_watches_make_no_duplicates(kube_cluster, kube_n
                  what="every job to end despite the faults")
         assert [backend.get(f"j{i}").status.phase for i in range(6)] == [
             JobPhase.SUCCEEDED, JobPhase.FAILED] * 3
-        assert len(backend.list()) == 6
+        assert len(backend.list_jobs()) == 6
     finally:
         kube_cluster.faults.clear()
         backend.close()
@@ -381,13 +381,13 @@ def test_watching_many_jobs_costs_no_requests(k8s: KubernetesBackend, kube_clust
                                               kube_namespace: str) -> None:
     for i in range(20):
         k8s.submit(JobSpec(script="train.py", name=f"w{i}"))
-    wait_for(lambda: all(i.status.phase is JobPhase.RUNNING for i in k8s.list()), timeout=20,
+    wait_for(lambda: all(i.status.phase is JobPhase.RUNNING for i in k8s.list_jobs()), timeout=20,
              what="20 running jobs")
     mark = kube_cluster.requests.mark()
     deadline = time.monotonic() + 2.0
     reads = 0
     while time.monotonic() < deadline:
-        for info in k8s.list():
+        for info in k8s.list_jobs():
             k8s.get(info.name)
             reads += 1
         time.sleep(0.05)
@@ -668,7 +668,7 @@ def test_after_gc_a_pending_job_still_unpacks(k8s: KubernetesBackend, kube_clust
     (work / "model.py").write_text("W = 2\n")
     k8s.submit(JobSpec(script="train.py", name="waiting"))
     k8s.delete("old")
-    wait_for(lambda: [i.name for i in k8s.list()] == ["waiting"], what="the old job gone")
+    wait_for(lambda: [i.name for i in k8s.list_jobs()] == ["waiting"], what="the old job gone")
     report = k8s.gc(grace=0)
     assert report.freed_bytes == 10_000 and report.kept_snapshots == 1
     job = kube_cluster.get_object("jobs", kube_namespace, "waiting", group="batch")
@@ -795,7 +795,7 @@ def test_kubelab_kubeconfig_chooses_kubernetes(kube_cluster, kube_namespace: str
     # without KUBELAB_NAMESPACE: the kubeconfig context's namespace
     other = make_backend({**base, "KUBELAB_KUBECONFIG": str(kube_cluster.kubeconfig_path)})
     try:
-        other.list()
+        other.list_jobs()
         assert other.namespace == "default"
     finally:
         other.close()

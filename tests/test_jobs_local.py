@@ -161,7 +161,7 @@ def test_a_restarted_kernel_sees_the_same_jobs(local: LocalBackend, workdir: Pat
     wait_for(lambda: "started" in list(running.logs()))
     # a new kernel: a new backend over the same jobs root, with no memory of the processes
     fresh = make_backend(tmp_path / "jobs")
-    seen = {i.name: i.status.phase for i in fresh.list()}
+    seen = {i.name: i.status.phase for i in fresh.list_jobs()}
     assert seen == {"done": JobPhase.SUCCEEDED, "sleeper": JobPhase.RUNNING}
     assert Job("done", fresh).metrics()[-1]["epoch"] == 1
     assert fresh.cancel("sleeper").status.phase is JobPhase.CANCELLED

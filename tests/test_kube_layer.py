@@ -49,7 +49,7 @@ def test_delays_grow_to_the_cap_and_stay_within_the_jitter() -> None:
     policy = RetryPolicy(first_delay=0.1, factor=2, max_delay=0.5, jitter=0.1)
     delays = policy.delays()
     got = [next(delays) for _ in range(6)]
-    for value, base in zip(got, [0.1, 0.2, 0.4, 0.5, 0.5, 0.5]):
+    for value, base in zip(got, [0.1, 0.2, 0.4, 0.5, 0.5, 0.5], strict=True):
         assert base * 0.9 <= value <= base * 1.1
     exact = RetryPolicy(first_delay=1, factor=3, max_delay=10, jitter=0).delays()
     assert [next(exact) for _ in range(4)] == [1, 3, 9, 10]

@@ -148,7 +148,7 @@ def test_huge_env_values_and_args_are_refused_naming_the_biggest(local: LocalBac
         magics.train("--env A=1 --env BIG=" + "x" * 200_000 + " train.py")
     with pytest.raises(KubelabCellError, match=r"add up to 139,128 bytes, over the 128 KiB"):
         magics.train("train.py " + " ".join(["y" * 1023] * 136))
-    assert local.list() == []
+    assert local.list_jobs() == []
 
 
 def test_quotes_group_words_and_are_removed(ip, capsys, workdir: Path) -> None:

@@ -171,8 +171,8 @@ def test_train_through_the_real_backend_never_raises_a_traceback(real, line: str
         job = None
     else:
         if job is not None:  # submitted (help prints and returns None)
-            assert job.name in {i.name for i in backend.list()}
-    for info in backend.list():  # clean up what it submitted
+            assert job.name in {i.name for i in backend.list_jobs()}
+    for info in backend.list_jobs():  # clean up what it submitted
         backend.cancel(info.name)
         backend.delete(info.name)
-    assert backend.list() == []
+    assert backend.list_jobs() == []

@@ -243,10 +243,10 @@ def policy_params(
     for claim in claims:
         params.volume({"persistentVolumeClaim": {"claimName": claim}}, mode="rw",
                       what=f"home claim {claim!r}")
-    for volume in extra_volumes:
-        ro = any(bool(source.get("readOnly")) for source in volume.values()
+    for extra in extra_volumes:
+        ro = any(bool(source.get("readOnly")) for source in extra.values()
                  if isinstance(source, Mapping))
-        params.volume(volume, mode="ro" if ro else "rw", what=f"volume {volume.get('name')!r}")
+        params.volume(extra, mode="ro" if ro else "rw", what=f"volume {extra.get('name')!r}")
     params.ref("configMap", ROOT_CA_CONFIG_MAP)
     params.ref("configMap", objects.notebook_config_map_name(username))
 

@@ -729,7 +729,7 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
     loader.flatten_mapping(node)
     seen: dict[Any, yaml.Node] = {}
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if not isinstance(key, (str, int, float, bool)) and key is not None:
             # a complex key (``? [1, 2]``, ``{a: 1}: x``): no config key is one
             raise yaml.constructor.ConstructorError(
@@ -799,7 +799,7 @@ def _problems_from(error: ValidationError) -> list[tuple[tuple[str | int, ...], 
 def parse_config(text: str, source: str = "<config>") -> KubelabConfig:
     """Validate *text* (YAML) and return the config, or raise :class:`ConfigError`."""
     try:
-        node = yaml.compose(text, Loader=_Loader)  # type: ignore[arg-type]
+        node = yaml.compose(text, Loader=_Loader)
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except RecursionError:
         raise ConfigError(source, [Problem("", "not valid YAML: nested too deeply", None)]) from None

@@ -14,7 +14,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from kubelab.core.config import Dataset, KubelabConfig, PodSecurity, Quota, VolumeSource
 from kubelab.core.paths import NOTEBOOK_CONFIG_FILE
@@ -92,7 +92,14 @@ def user_namespace(config: KubelabConfig, *, username: str, groups: Sequence[str
     return name, team_name
 
 
-def namespace_owner(config: KubelabConfig, *, username: str, groups: Sequence[str]) -> dict[str, str | None]:
+class Owner(TypedDict):
+    """Whose a namespace's objects are: the ``user`` and ``team`` of their labels."""
+
+    user: str | None
+    team: str | None
+
+
+def namespace_owner(config: KubelabConfig, *, username: str, groups: Sequence[str]) -> Owner:
     """``{"user": ..., "team": ...}`` for the labels of what kubelab keeps in the user's namespace:
     the user is None when the team shares one namespace (no ``{username}`` in its pattern)."""
     found = config.team_for(groups)

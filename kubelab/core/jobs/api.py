@@ -260,7 +260,7 @@ def train(target: str | Callable[..., Any] | None = None, *, code: str | None = 
 def jobs() -> list[Job]:
     """Your jobs, running and finished, newest first."""
     backend = get_backend()
-    return [Job(i.name, backend, info=i) for i in backend.list()]
+    return [Job(i.name, backend, info=i) for i in backend.list_jobs()]
 
 
 def job(name: str) -> Job:

@@ -279,7 +279,7 @@ class Backend(abc.ABC):
 
     def gpus_in_use(self) -> int:
         """GPUs held by this user's unfinished jobs (for the quota check)."""
-        return sum(j.gpus * j.nodes for j in self.list() if not j.status.done)
+        return sum(j.gpus * j.nodes for j in self.list_jobs() if not j.status.done)
 
     def _replace(self, name: str) -> None:
         """Make room for a new job called *name*: stop and forget the old one (``--replace``)."""
@@ -300,7 +300,7 @@ class Backend(abc.ABC):
         """The job called *name*, or :class:`JobNotFound`."""
 
     @abc.abstractmethod
-    def list(self) -> list[JobInfo]:
+    def list_jobs(self) -> list[JobInfo]:
         """This user's jobs, current and finished, newest first."""
 
     @abc.abstractmethod
@@ -359,7 +359,7 @@ class Backend(abc.ABC):
         """Free the snapshot store of what no job needs: keep the contents of the snapshots of
         this backend's jobs (and of snapshots taken in the last *grace* seconds: a submit's),
         drop the rest. A deleted job's outputs are not touched: only its workspace snapshot."""
-        keep = {info.snapshot for info in self.list() if info.snapshot}
+        keep = {info.snapshot for info in self.list_jobs() if info.snapshot}
         return self.store.gc(keep, grace=grace)
 
     def metrics(self, name: str) -> list[dict[str, Any]]:

@@ -234,7 +234,7 @@ def build(*, name: str, namespace: str, user: str, image: str, entry: str, args:
     pod_sc, container_sc = objects.restricted_security_context(pod_security)
     gpu_resource = gpu_type.resource if gpu_type else "nvidia.com/gpu"
     resources = _resources(cpus=cpus, memory=memory, gpus=gpus, gpu_resource=gpu_resource)
-    env_list = [{"name": k, "value": v} for k, v in sorted(env.items())]
+    env_list: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(env.items())]
     per_node = max(gpus, 1)
 
     if log_dir:

@@ -34,7 +34,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -110,7 +110,8 @@ class KubernetesBackend(Backend):
         up to 2 s)."""
         super().__init__(ctx)
         self.kubeconfig = str(kubeconfig) if kubeconfig else None
-        self.namespace = namespace or ctx.namespace
+        #: the namespace the jobs live in (known after connecting, when none is given)
+        self.namespace: str = namespace or ctx.namespace or ""
         self.job_kind = job_kind or os.environ.get("KUBELAB_JOB_KIND") or None
         if self.job_kind is not None and self.job_kind not in KINDS:
             raise BackendError(f"job kind must be one of {', '.join(KINDS)}, got {self.job_kind!r}")
@@ -135,11 +136,15 @@ class KubernetesBackend(Backend):
                                         name="kubelab-kubernetes")
         self._thread.start()
         self.api: Any = None
+        # the generated clients' declared return types do not hold with _preload_content=False
+        # (an aiohttp response), which the watches and the log stream use
+        self.core: Any = None
+        self.custom: Any = None
 
     # -- the loop thread ------------------------------------------------------------------------
 
-    def _run(self, coro: Awaitable[T], timeout: float | None = 120) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 120) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout)
         except TimeoutError:
@@ -183,7 +188,7 @@ class KubernetesBackend(Backend):
         from kubernetes_asyncio import client, config
 
         configuration = client.Configuration()
-        namespace = self.namespace
+        namespace = self.namespace or None
         try:
             if self.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
                 config.load_incluster_config(client_configuration=configuration)
@@ -213,8 +218,8 @@ class KubernetesBackend(Backend):
         for kind in ("TrainJob", "PyTorchJob"):
             k = KINDS[kind]
             if k.version in served.get(k.group, []):
-                resources = await self._retry(
-                    lambda k=k: self.custom.get_api_resources(k.group, k.version))
+                resources = await self._retry(functools.partial(
+                    self.custom.get_api_resources, k.group, k.version))
                 if any(r.name == k.plural for r in resources.resources):
                     return kind
         return "Job"
@@ -474,11 +479,12 @@ class KubernetesBackend(Backend):
         asks: list[tuple[tuple[str, ...], Any, str]] = []
         if spec.total_gpus:
             asks.append(((f"requests.{gpu_resource}",), spec.total_gpus, "gpu"))
-        for value, keys, what in ((spec.cpus, ("requests.cpu", "cpu", "limits.cpu"), "cpu"),
+        quantity_keys: tuple[str, ...]
+        for value, quantity_keys, what in ((spec.cpus, ("requests.cpu", "cpu", "limits.cpu"), "cpu"),
                                   (spec.memory, ("requests.memory", "memory", "limits.memory"),
                                    "memory")):
             if value:
-                asks.append((keys, parse_quantity(value) * spec.nodes, what))
+                asks.append((quantity_keys, parse_quantity(value) * spec.nodes, what))
         freed: dict[str, Decimal] = {}
         if spec.replace and spec.name:  # --replace: the old job's pods go first
             for pod in self._job_pods(spec.name):
@@ -553,7 +559,7 @@ class KubernetesBackend(Backend):
     def get(self, name: str) -> JobInfo:
         return self._info(self._object(name))
 
-    def list(self) -> list[JobInfo]:
+    def list_jobs(self) -> list[JobInfo]:
         self._ensure()
         with self._cond:
             objs = list(self._jobs.values())

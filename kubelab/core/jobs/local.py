@@ -393,7 +393,7 @@ class LocalBackend(Backend):
         # a broken record too: its status says what is wrong and what to do (%jobs delete)
         return self._info(self._lookup(name))
 
-    def list(self) -> list[JobInfo]:
+    def list_jobs(self) -> list[JobInfo]:
         return [self._info(r) for r in self._scan()]
 
     def _reap(self, name: str) -> bool:

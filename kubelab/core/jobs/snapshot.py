@@ -102,7 +102,7 @@ class Snapshot:
                 return pack.materialize(str(self.store), self.id, str(dest), entries=entries,
                                         index=index, index_identity=ident)  # type: ignore[arg-type]
             except pack.Damaged as e:
-                if (e.digest is None or e.digest in repaired or self.workdir is None
+                if (e.digest is None or e.path is None or e.digest in repaired or self.workdir is None
                         or not SnapshotStore(self.store).restore(e.digest, self.workdir / e.path)):
                     raise BackendError(
                         f"could not make the job's workspace: {e}, in the snapshot store "
@@ -292,11 +292,11 @@ class SnapshotStore:
                             read = itertools.chain.from_iterable(batches)
                             for (i, rel, path), got in zip(todo, read, strict=True):
                                 if got is None:  # big, or vanished or unreadable since the walk
-                                    got = _stream_big(path, append)
-                                    if got is None:
+                                    big = _stream_big(path, append)
+                                    if big is None:
                                         rows[i] = None  # type: ignore[call-overload]
                                         continue
-                                    digest, size, sig, added = got
+                                    digest, size, sig, added = big
                                 else:
                                     digest, content, sig = got
                                     size = len(content)

@@ -208,18 +208,18 @@ class JobSpec:
                 raise InvalidJobSpec(f"{label} must be {least} or more, got {value}")
         from kubelab.core.quantity import QuantityError, parse_quantity
 
-        for label, value in (("cpus", self.cpus), ("memory", self.memory)):
-            if value is None:
+        for label, quantity in (("cpus", self.cpus), ("memory", self.memory)):
+            if quantity is None:
                 continue
             try:
-                amount = parse_quantity(value)
+                amount = parse_quantity(quantity)
             except QuantityError:
                 raise InvalidJobSpec(
                     f"{label} must be a Kubernetes quantity like "
-                    f"{'4 or 500m' if label == 'cpus' else '16Gi or 512Mi'}, got {shorten(value)}"
+                    f"{'4 or 500m' if label == 'cpus' else '16Gi or 512Mi'}, got {shorten(quantity)}"
                 ) from None
             if amount <= 0:
-                raise InvalidJobSpec(f"{label} must be more than zero, got {shorten(value)}")
+                raise InvalidJobSpec(f"{label} must be more than zero, got {shorten(quantity)}")
         if self.image is not None and (not isinstance(self.image, str) or not self.image
                                        or any(c.isspace() for c in self.image)):
             raise InvalidJobSpec(f"invalid image reference {shorten(self.image)}"
@@ -228,7 +228,7 @@ class JobSpec:
         for d in self.data:
             if not isinstance(d, str) or not d:
                 raise InvalidJobSpec(f"invalid dataset name {shorten(d)}")
-        for key, value in self.env.items():
+        for key, env_value in self.env.items():
             if not isinstance(key, str) or not _ENV_NAME.fullmatch(key):
                 raise InvalidJobSpec(
                     f"invalid environment variable name {shorten(key)} (letters, digits, '_')"
@@ -237,7 +237,7 @@ class JobSpec:
                 raise InvalidJobSpec(
                     f"{shorten(key)} is set by kubelab in every job and cannot be changed "
                     f"(every {RESERVED_ENV_PREFIX}* variable is kubelab's)")
-            _check_text(f"the value of {shorten(key)}", value)
+            _check_text(f"the value of {shorten(key)}", env_value)
         if not isinstance(self.workdir, str):
             raise InvalidJobSpec(f"workdir must be a folder path (a string), got "
                                  f"{_type_name(self.workdir)} {shorten(self.workdir)}")

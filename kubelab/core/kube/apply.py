@@ -69,7 +69,11 @@ async def create_or_replace(obj: dict[str, Any], api: ObjectApi, *, policy: Retr
         if api.replace is None:
             return None
         replace = api.replace
-        return await policy.call(lambda: replace(obj), on_retry=on_retry)
+
+        async def put_wanted() -> Any:
+            return await replace(obj)
+
+        return await policy.call(put_wanted, on_retry=on_retry)
     if api.read is None:
         raise TypeError("deciding from the existing object needs ObjectApi.read")
     read, replace_ = api.read, api.replace
@@ -82,8 +86,12 @@ async def create_or_replace(obj: dict[str, Any], api: ObjectApi, *, policy: Retr
             raise TypeError("replacing the existing object needs ObjectApi.replace")
         version = (existing.get("metadata") or {}).get("resourceVersion")
         body = dict(wanted, metadata=dict(wanted["metadata"], resourceVersion=version))
+        async def put(body: dict[str, Any] = body) -> Any:
+            assert replace_ is not None
+            return await replace_(body)
+
         try:
-            return await policy.call(lambda body=body: replace_(body), on_retry=on_retry)
+            return await policy.call(put, on_retry=on_retry)
         except ApiException as e:
             if e.status != 409 or attempt == conflicts - 1:
                 raise
