@@ -178,8 +178,8 @@ def _walk_value(type_name: str, value: Any, path: str, struct: str, result: Sche
         return
     found = _DICT.match(type_name)
     if found:
-        for key, item in value.items():
-            _walk_value(found.group(1), item, f"{path}.{key}", struct, result)
+        for item in value.values():  # Go's decoder names a map's field, not the key
+            _walk_value(found.group(1), item, path, struct, result)
         return
     if isinstance(value, dict) and _fields(type_name) is not None:
         _walk_builtin(type_name, value, path, result, root=False)
