@@ -915,6 +915,26 @@ def _run_indexed_job_pods(tmp_path: Path, env: dict[str, str]):
     return container, procs
 
 
+def _torchruns_python() -> str:
+    """The ``sys.executable`` of the Python torchrun's shebang names (what the pod's shell
+    resolves), checked to be this test's environment (it may be spelt ``python3``, not
+    ``python``, so it is not always ``sys.executable``)."""
+    import shutil
+    import subprocess
+
+    found = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    assert found, "torchrun is not beside this Python"
+    line = Path(found).open().readline().strip()
+    assert line.startswith("#!"), line
+    shebang = line[2:].split()
+    python = shutil.which(shebang[-1]) if shebang[0].endswith("/env") else shebang[0]
+    assert python
+    code = "import sys; print(sys.executable); print(sys.prefix)"
+    executable, prefix = subprocess.check_output([python, "-I", "-c", code], text=True).split("\n")[:2]
+    assert prefix == sys.prefix, (python, prefix, sys.prefix)
+    return executable
+
+
 def _stop(procs) -> None:
     import os
     import signal
@@ -947,9 +967,11 @@ def test_an_indexed_jobs_pods_run_torchrun_with_whole_lines(tmp_path: Path) -> N
         # while the rendezvous comes up, may appear between them: they are not ours to check)
         assert all(re.fullmatch(r"rank \d says \d+", line) for line in lines if " says " in line), out
         assert not any(line.startswith("kubelab:") for line in lines), out
-        # the workers ran under the launcher the pod's shell wrote into its /dev/shm
+        # the workers ran under the launcher the pod's shell wrote into its /dev/shm, for the
+        # Python torchrun's shebang names (bin/python3 in a `python3 -m venv` venv, bin/python in
+        # others): this environment's
         launcher = (tmp_path / f"shm-{node}/.kubelab-python").read_text()
-        assert launcher == torchrun.launcher_text(sys.executable)
+        assert launcher == torchrun.launcher_text(_torchruns_python())
 
 
 def test_a_failed_torchrun_in_a_pod_ends_its_log_with_the_failing_ranks_error(

@@ -242,9 +242,11 @@ class KubeCluster(_ClientsMixin):
         namespaced: bool = True,
         versions: list[str] | None = None,
         status_subresource: bool = True,
+        schema: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Create a CustomResourceDefinition that accepts any fields; served (and discoverable) at
-        once. ``versions`` lists all served versions when there are several."""
+        """Create a CustomResourceDefinition, served (and discoverable) at once; its versions'
+        ``openAPIV3Schema`` is *schema* (default: any fields). ``versions`` lists all served
+        versions when there are several."""
         return self.call(
             self._emulator.register_crd,
             group,
@@ -254,6 +256,7 @@ class KubeCluster(_ClientsMixin):
             namespaced=namespaced,
             versions=versions,
             status_subresource=status_subresource,
+            schema=schema,
         )
 
     def finish_pod(

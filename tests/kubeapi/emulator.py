@@ -123,8 +123,10 @@ def crd_manifest(
     status_subresource: bool = True,
     short_names: list[str] | None = None,
     singular: str | None = None,
+    schema: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A CRD that accepts any fields (``x-kubernetes-preserve-unknown-fields``)."""
+    """A CRD whose versions have *schema* as their ``openAPIV3Schema``; by default one that
+    accepts any fields (``x-kubernetes-preserve-unknown-fields``)."""
     names = versions or [version]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -146,10 +148,8 @@ def crd_manifest(
                     "served": True,
                     "storage": name == version,
                     "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
+                        "openAPIV3Schema": schema
+                        or {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
                     },
                     "subresources": {"status": {}} if status_subresource else {},
                 }

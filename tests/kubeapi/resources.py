@@ -71,7 +71,7 @@ BUILTIN_RESOURCES: tuple[ResourceType, ...] = (
         ("status", "finalize"),
         verbs=("create", "delete", "get", "list", "patch", "update", "watch"),
     ),
-    _core("pods", "Pod", True, ("po",), ("status", "log"), categories=("all",)),
+    _core("pods", "Pod", True, ("po",), ("status", "log", "eviction"), categories=("all",)),
     _core(
         "services",
         "Service",
@@ -134,6 +134,7 @@ BUILTIN_RESOURCES: tuple[ResourceType, ...] = (
         "policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ("pdb",), ("status",)
     ),
     _api("storage.k8s.io", "v1", "storageclasses", "StorageClass", False, ("sc",)),
+    _api("events.k8s.io", "v1", "events", "Event", True, ("ev",)),
     _api("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False, ("pc",)),
     _api(
         "apiextensions.k8s.io",

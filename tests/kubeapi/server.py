@@ -34,6 +34,7 @@ from .faults import WatchDrop
 from .requestlog import RecordedRequest
 from .resources import ResourceType
 from .routing import Route, parse_route
+from .schema import FIELD_VALIDATION
 from .selectors import match_fields, match_labels, parse_field_selector, parse_label_selector
 from .store import DeleteOptions
 
@@ -71,6 +72,84 @@ def _int_param(query: Mapping[str, str], name: str) -> int | None:
         return int(value)  # type: ignore[arg-type]
     except ValueError:
         raise ApiError.bad_request(f"invalid value for {name}: {value!r}") from None
+
+
+#: the options kind a write's query parameters are validated as (for the 422's message)
+_OPTIONS_KIND = {"POST": "CreateOptions", "PUT": "UpdateOptions", "PATCH": "PatchOptions",
+                 "DELETE": "DeleteOptions"}
+
+
+def _not_supported(value: Any, supported: list[str]) -> str:
+    shown = f'"{value}"' if isinstance(value, str) else (
+        "[]string{" + ", ".join(f'"{v}"' for v in value) + "}")
+    return f"Unsupported value: {shown}: supported values: " + ", ".join(
+        f'"{v}"' for v in supported)
+
+
+def _options_invalid(kind: str, causes: list[tuple[str, str, str]]) -> ApiError:
+    return ApiError.invalid(kind, "", causes, "meta.k8s.io")
+
+
+def _write_options(raw: aiohttp.web.BaseRequest) -> bool:
+    """Validate a write's ``dryRun`` and ``fieldValidation`` (422 as from the real handlers'
+    ``ValidateCreateOptions`` and siblings); True for a dry run."""
+    dry_run = raw.query.getall("dryRun", [])
+    causes = []
+    if any(value != "All" for value in dry_run):
+        causes.append(("dryRun", "FieldValueNotSupported", _not_supported(dry_run, ["All"])))
+    directive = raw.query.get("fieldValidation")
+    if directive and directive not in FIELD_VALIDATION and raw.method != "DELETE":
+        causes.append(("fieldValidation", "FieldValueNotSupported",
+                       _not_supported(directive, list(FIELD_VALIDATION))))
+    if causes:
+        raise _options_invalid(_OPTIONS_KIND.get(raw.method, "CreateOptions"), causes)
+    return bool(dry_run)
+
+
+def _list_options(query: Mapping[str, str], watch: bool) -> None:
+    """Validate ``resourceVersionMatch`` and ``sendInitialEvents`` as the real server's
+    ``ValidateListOptions`` does (422 ListOptions)."""
+    match = query.get("resourceVersionMatch") or ""
+    rv = query.get("resourceVersion") or ""
+    initial = "sendInitialEvents" in query
+    causes: list[tuple[str, str, str]] = []
+
+    def forbidden(path: str, why: str) -> None:
+        causes.append((path, "FieldValueForbidden", f"Forbidden: {why}"))
+
+    if watch:
+        if initial and match != "NotOlderThan":
+            forbidden("resourceVersionMatch",
+                      "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan")
+        if match:
+            if not initial:
+                forbidden("resourceVersionMatch",
+                          "resourceVersionMatch is forbidden for watch unless sendInitialEvents "
+                          "is provided")
+            if match != "NotOlderThan":
+                causes.append(("resourceVersionMatch", "FieldValueNotSupported",
+                               _not_supported(match, ["NotOlderThan"])))
+            if query.get("continue"):
+                forbidden("resourceVersionMatch",
+                          "resourceVersionMatch is forbidden when continue is provided")
+    else:
+        if match:
+            if not rv:
+                forbidden("resourceVersionMatch",
+                          "resourceVersionMatch is forbidden unless resourceVersion is provided")
+            if query.get("continue"):
+                forbidden("resourceVersionMatch",
+                          "resourceVersionMatch is forbidden when continue is provided")
+            if match not in ("Exact", "NotOlderThan"):
+                causes.append(("resourceVersionMatch", "FieldValueNotSupported",
+                               _not_supported(match, ["Exact", "NotOlderThan", ""])))
+            if match == "Exact" and rv == "0":
+                forbidden("resourceVersionMatch",
+                          'resourceVersionMatch "exact" is forbidden for resourceVersion "0"')
+        if initial:
+            forbidden("sendInitialEvents", "sendInitialEvents is forbidden for list")
+    if causes:
+        raise _options_invalid("ListOptions", causes)
 
 
 @attrs.define(kw_only=True)
@@ -123,7 +202,13 @@ class KubeApiHandler(kmock.KubernetesScaffold):
                 if response is not None:
                     record.status = response.status
                     return response
+            store = self.emulator.store
+            store.warnings = []
+            store.field_validation = query.get("fieldValidation") or "Warn"
             response = await self._dispatch(raw, body, route, query, drop)
+            if not response.prepared:
+                for warning in store.warnings:
+                    response.headers.add("Warning", warning)
         except ApiError as error:
             response = _error_response(error)
         except kmock.KubernetesError as error:  # raised by a user's kmock reaction
@@ -274,20 +359,25 @@ class KubeApiHandler(kmock.KubernetesScaffold):
         if rt.namespaced and route.name is not None and route.namespace is None:
             raise ApiError.no_route()
         method = raw.method
+        if route.subresource == "eviction" and method != "POST":
+            raise ApiError.method_not_allowed()
         if route.subresource == "log":
             if method != "GET":
                 raise ApiError.method_not_allowed()
             return await self._serve_log(raw, rt, route, query)
         if route.name is None:
             if method == "GET":
+                _list_options(query, route.watch)
                 if route.watch:
                     return await self._serve_watch(raw, rt, route, query, drop)
                 return self._serve_list(rt, route, query)
+            if rt.namespaced and route.namespace is None and method in ("POST", "DELETE"):
+                # a namespaced resource's cluster-wide URL serves list and watch only
+                raise ApiError.method_not_allowed()
             if method == "POST":
-                if rt.namespaced and route.namespace is None:
-                    raise ApiError.method_not_allowed()
+                dry_run = _write_options(raw)
                 obj = self.emulator.store.create(
-                    rt, self._body(raw, body), route.namespace, dry_run=query.get("dryRun") == "All"
+                    rt, self._body(raw, body), route.namespace, dry_run=dry_run
                 )
                 return _json_response(self._present(rt, obj), 201)
             if method == "DELETE":
@@ -313,7 +403,10 @@ class KubeApiHandler(kmock.KubernetesScaffold):
             }
             return await self._serve_watch(raw, rt, named, query, drop)
         store = self.emulator.store
-        dry_run = query.get("dryRun") == "All"
+        if method == "POST" and route.subresource == "eviction":
+            _write_options(raw)
+            return self._serve_eviction(raw, rt, route, body)
+        dry_run = _write_options(raw) if method != "GET" else False
         if method == "GET":
             obj = store.require(rt, route.namespace, route.name)
             if route.subresource == "scale":
@@ -340,7 +433,6 @@ class KubeApiHandler(kmock.KubernetesScaffold):
                 self._body(raw, body),
                 subresource=route.subresource,
                 dry_run=dry_run,
-                field_manager=query.get("fieldManager"),
             )
             return _json_response(
                 self._scale(rt, obj) if route.subresource == "scale" else self._present(rt, obj)
@@ -437,13 +529,118 @@ class KubeApiHandler(kmock.KubernetesScaffold):
             grace = int(data["gracePeriodSeconds"])
         policy = query.get("propagationPolicy") or data.get("propagationPolicy")
         orphan = query.get("orphanDependents", data.get("orphanDependents"))
+        body_dry_run = data.get("dryRun") or []
+        causes: list[tuple[str, str, str]] = []
+        if policy is not None and orphan is not None:
+            causes.append(("propagationPolicy", "FieldValueInvalid",
+                           f'Invalid value: "{policy}": orphanDependents and deletionPropagation '
+                           "cannot be both set"))
+        if policy is not None and policy not in ("Foreground", "Background", "Orphan"):
+            causes.append(("propagationPolicy", "FieldValueNotSupported", _not_supported(
+                policy, ["Foreground", "Background", "Orphan", "nil"])))
+        if not isinstance(body_dry_run, list) or any(v != "All" for v in body_dry_run):
+            causes.append(("dryRun", "FieldValueNotSupported",
+                           _not_supported(body_dry_run if isinstance(body_dry_run, list)
+                                          else [str(body_dry_run)], ["All"])))
+        if causes:
+            # checked before the object is looked up, as the real DELETE handler does
+            raise _options_invalid("DeleteOptions", causes)
         if policy is None and orphan is not None:
             policy = "Orphan" if str(orphan).lower() == "true" else "Background"
         preconditions = data.get("preconditions") or {}
-        dry_run = query.get("dryRun") == "All" or "All" in (data.get("dryRun") or [])
+        dry_run = "All" in raw.query.getall("dryRun", []) or "All" in body_dry_run
         return DeleteOptions(
             grace, policy, preconditions.get("uid"), preconditions.get("resourceVersion"), dry_run
         )
+
+    # --- eviction ---------------------------------------------------------------------------------
+
+    def _serve_eviction(
+        self, raw: aiohttp.web.BaseRequest, rt: ResourceType, route: Route, body: bytes
+    ) -> aiohttp.web.Response:
+        """``POST pods/NAME/eviction``: delete the pod unless a PodDisruptionBudget forbids it
+        (429, as the real eviction REST does); pods not running are evicted regardless."""
+        assert route.name is not None
+        eviction = self._body(raw, body)
+        if not isinstance(eviction, dict) or eviction.get("kind", "Eviction") != "Eviction":
+            raise ApiError.bad_request("the body of an eviction must be a policy/v1 Eviction")
+        name = (eviction.get("metadata") or {}).get("name")
+        if name and name != route.name:
+            raise ApiError.bad_request("name in URL does not match name in Eviction object")
+        store = self.emulator.store
+        pod = store.require(rt, route.namespace, route.name)
+        status = pod.get("status") or {}
+        ignore_budget = status.get("phase") in ("Succeeded", "Failed", "Pending") or bool(
+            pod["metadata"].get("deletionTimestamp")
+        )
+        if not ignore_budget:
+            self._check_disruption_budget(pod)
+        data = eviction.get("deleteOptions") or {}
+        options = DeleteOptions(
+            data.get("gracePeriodSeconds"),
+            data.get("propagationPolicy"),
+            (data.get("preconditions") or {}).get("uid"),
+            (data.get("preconditions") or {}).get("resourceVersion"),
+            "All" in (data.get("dryRun") or []) or "All" in raw.query.getall("dryRun", []),
+        )
+        store.delete(rt, route.namespace, route.name, options)
+        return _json_response(
+            {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+             "code": 201},
+            201,
+        )
+
+    def _check_disruption_budget(self, pod: dict[str, Any]) -> None:
+        from .selectors import selector_from_object
+
+        store = self.emulator.store
+        namespace = pod["metadata"]["namespace"]
+        labels = pod["metadata"].get("labels") or {}
+        pdb_rt = self.emulator.registry.lookup("policy", "v1", "poddisruptionbudgets")
+        pod_rt = self.emulator.registry.lookup("", "v1", "pods")
+        assert pdb_rt is not None and pod_rt is not None
+        budgets = []
+        for pdb in store.list(pdb_rt, namespace):
+            selector = selector_from_object((pdb.get("spec") or {}).get("selector"))
+            if selector is not None and match_labels(selector, labels):
+                budgets.append((pdb, selector))
+        if not budgets:
+            return
+        if len(budgets) > 1:
+            raise ApiError(500, "InternalError", "This pod has more than one "
+                           "PodDisruptionBudget, which the eviction subresource does not "
+                           "support.", {})
+        pdb, selector = budgets[0]
+        pods = [p for p in store.list(pod_rt, namespace)
+                if match_labels(selector, p["metadata"].get("labels") or {})
+                and not p["metadata"].get("deletionTimestamp")]
+        healthy = sum(
+            1 for p in pods
+            if (p.get("status") or {}).get("phase") == "Running"
+            and any(c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in (p.get("status") or {}).get("conditions") or [])
+        )
+        expected = len(pods)
+        spec = pdb.get("spec") or {}
+
+        def count(value: Any) -> int:
+            if isinstance(value, str) and value.endswith("%"):
+                return -(-int(value[:-1]) * expected // 100)  # rounded up
+            return int(value)
+
+        if spec.get("maxUnavailable") is not None:
+            desired = max(expected - count(spec["maxUnavailable"]), 0)
+        else:
+            desired = count(spec.get("minAvailable", 1))
+        if healthy - desired <= 0:
+            raise ApiError(
+                429,
+                "TooManyRequests",
+                "Cannot evict pod as it would violate the pod's disruption budget.",
+                {"causes": [{"reason": "DisruptionBudget",
+                             "message": f"The disruption budget {pdb['metadata']['name']} needs "
+                                        f"{desired} healthy pods and has {healthy} currently"}]},
+            )
 
     # --- list -------------------------------------------------------------------------------------
 
@@ -519,6 +716,8 @@ class KubeApiHandler(kmock.KubernetesScaffold):
     ) -> aiohttp.web.Response:
         if "deletecollection" not in rt.verbs:
             raise ApiError.method_not_allowed()
+        _write_options(raw)
+        _list_options(query, False)
         options = self._delete_options(raw, body, query)
         deleted = []
         for obj in self._selected(rt, route, query):

@@ -220,11 +220,28 @@ def _selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, s
     return requirements is not None and match_labels(requirements, labels)
 
 
+def _event_causes(event: Mapping[str, Any]) -> list[Cause]:
+    """An ``events.k8s.io/v1`` Event's required fields (the real ``ValidateEventCreate``)."""
+    causes: list[Cause] = []
+    for name in ("eventTime", "reportingController", "reportingInstance", "action", "reason"):
+        if not event.get(name):
+            causes.append((name, "FieldValueRequired", "Required value"))
+    if event.get("type") not in ("Normal", "Warning"):
+        causes.append(("type", "FieldValueNotSupported",
+                       f'Unsupported value: "{event.get("type") or ""}": supported values: '
+                       f'"Normal", "Warning"'))
+    if len(event.get("note") or "") > 1024:
+        causes.append(("note", "FieldValueTooLong", "Too long: may not be more than 1024 bytes"))
+    return causes
+
+
 def _kind_causes(rt: ResourceType, obj: Mapping[str, Any]) -> list[Cause]:
     spec = obj.get("spec") or {}
     key = (rt.group, rt.kind)
     if key == ("", "Pod"):
         return _pod_spec_causes("spec", spec)
+    if key == ("events.k8s.io", "Event"):
+        return _event_causes(obj)
     if key == ("batch", "Job"):
         template = spec.get("template") or {}
         causes = _pod_spec_causes("spec.template.spec", template.get("spec"))
