@@ -263,6 +263,8 @@ def test_the_wheel_holds_what_the_images_run_and_no_tests(wheel: Path) -> None:
     assert not [n for n in names if n.startswith("kubelab/images/")]
     extras = set(re.findall(r"^Provides-Extra: (\S+)$", metadata, re.M))
     assert {"hub", "notebook", "datascience", "all"} <= extras
+    if HAS_SERVING:
+        assert "serving" in extras, "images/server installs kubelab[serving]"
     assert "kubelab = kubelab.spawner.kubernetes:ProfileSpawner" in entry_points
 
 
