@@ -21,7 +21,7 @@ from kubelab.core.jobs.types import JobPhase, JobSpec
 from kubelab.core.notebook_env import NotebookDataset, NotebookEnv, with_notebook_mounts
 from kubelab.tests.jobs_support import example_config, trainer_runtime_pod, trainjob_pod, wait_for
 
-IMAGE = "ghcr.io/kubelab/notebook-cuda:0.1.0"
+IMAGE = "ghcr.io/kubelab/notebook-gpu:0.1.0"
 A100 = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
 CONFIG = example_config()
 

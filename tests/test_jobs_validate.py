@@ -17,7 +17,7 @@ from kubelab.core.jobs.validate import validate
 from kubelab.tests.jobs_support import example_config
 
 CONFIG = example_config()
-NOTEBOOK = "ghcr.io/kubelab/notebook-cuda:0.1.0"
+NOTEBOOK = "ghcr.io/kubelab/notebook-gpu:0.1.0"
 
 
 def ctx(*groups: str, gpu_type: str | None = "a100", datasets: tuple[str, ...] = ()) -> JobContext:
@@ -61,7 +61,7 @@ def test_gpus_in_use_count_against_the_quota() -> None:
 
 
 def test_images_matching_the_admin_patterns_are_allowed() -> None:
-    assert validate(spec(image="ghcr.io/kubelab/job:1.2"), ctx("ml")).image == "ghcr.io/kubelab/job:1.2"
+    assert validate(spec(image="ghcr.io/kubelab/notebook:1.2"), ctx("ml")).image == "ghcr.io/kubelab/notebook:1.2"
     assert validate(spec(image=NOTEBOOK), ctx("ml")).image == NOTEBOOK  # its own image, always
 
 

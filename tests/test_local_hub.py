@@ -170,3 +170,27 @@ def test_jupyterlab_does_not_ask_about_news(hub: UpProcess, alice_server: dict) 
     assert config, "no page config in the lab page"
     # the plugin that asks "Would you like to get notified about official Jupyter news?" is off
     assert "@jupyterlab/apputils-extension:announcements" in json.loads(config.group(1))["disabledExtensions"]
+
+
+def test_a_new_users_kernel_has_the_notebook_environment(hub: UpProcess) -> None:
+    """The `datascience` extra (the notebook images' environment, installed by `kubelab up`):
+    a first cell of NumPy, pandas, scikit-learn and matplotlib runs in a new user's kernel."""
+    from kubelab.tests.kernel_support import run_in_kernel
+
+    hub.add_user("nora")
+    hub.spawn("nora", {"profile": "cpu"})
+    out = run_in_kernel(f"{hub.url}/user/nora/", hub.user_token("nora"), """
+import io
+import numpy as np, pandas as pd, sklearn, matplotlib
+import matplotlib.pyplot as plt
+from sklearn.linear_model import LinearRegression
+frame = pd.DataFrame({"x": np.arange(10.0)}).assign(y=lambda d: 3 * d.x + 1)
+model = LinearRegression().fit(frame[["x"]], frame.y)
+fig, ax = plt.subplots()
+ax.plot(frame.x, frame.y)
+png = io.BytesIO()
+fig.savefig(png, format="png")
+print(round(float(model.coef_[0]), 6), round(float(model.intercept_), 6), png.getvalue()[:4] == b"\\x89PNG")
+""", timeout=120)
+    assert out.split() == ["3.0", "1.0", "True"], out
+    hub.api("DELETE", "/users/nora/server")
