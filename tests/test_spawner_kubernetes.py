@@ -367,8 +367,13 @@ async def test_unschedulable_gpu_spawn_fails_fast_and_cleans_up(
     # nothing of the GPU spawn is left on the spawner
     after = {k: getattr(spawner, k) for k in before}
     assert after == before
-    # nor on the team's quota: the failed spawn's 2 GPUs are no longer reserved
+    # nor on the team's quota: the failed spawn's 2 GPUs are no longer reserved (the cache
+    # sees the pod's deletion on its watch a moment after the API server has done it)
+    deadline = time.monotonic() + 5
     usage = (await spawner.availability()).quota
+    while usage is not None and usage.gpus_used and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        usage = (await spawner.availability()).quota
     assert usage is not None and (usage.gpus_used, usage.user_gpus_used) == (0, 0)
     # and the next spawn on the same spawner is a clean CPU server
     add_claims(kube_cluster, spawner.namespace, "imagenet", "scratch")
