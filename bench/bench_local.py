@@ -41,7 +41,7 @@ c.Spawner.args = ["--allow-root"] if os.geteuid() == 0 else []
 
 class LocalSpawnBench:
     def __init__(self) -> None:
-        from kubelab.tests.test_up_support import UpProcess
+        from kubelab.tests.up_support import UpProcess
 
         self.tmp = tempfile.TemporaryDirectory(prefix="kubelab-bench-local-")
         base = Path(self.tmp.name)

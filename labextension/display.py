@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kubelab.core.jobs.api import Job
+from kubelab.core.jobs.folder import JobFolder
 from kubelab.core.jobs.metrics import read_metrics
 from kubelab.core.jobs.types import JobInfo, JobPhase
 from kubelab.labextension.controller import format_duration
@@ -66,7 +67,7 @@ class LiveState:
 
     @property
     def metrics_file(self) -> Path | None:
-        return Path(self.info.output_dir).parent / "metrics.jsonl" if self.info.output_dir else None
+        return JobFolder.of_outputs(self.info.output_dir).metrics if self.info.output_dir else None
 
     def poll_metrics(self) -> list[dict[str, Any]]:
         path = self.metrics_file

@@ -20,7 +20,8 @@ from typing import Any, ClassVar, Protocol
 from kubelab.core import objects
 from kubelab.core.config import KubelabConfig
 from kubelab.core.kube.cache import Reflector, name_key, namespaced_key
-from kubelab.spawner.profiles import GpuAvailability, QuotaUsage, UserInfo
+from kubelab.core.quota import GpuQuota, QuotaUsage
+from kubelab.spawner.profiles import GpuAvailability, UserInfo
 
 __all__ = ["ClusterState"]
 
@@ -355,22 +356,18 @@ class ClusterState:
     def quota_usage(self, config: KubelabConfig, user: UserInfo, *, exclude: str | None = None) -> QuotaUsage | None:
         """GPUs the user's team and the user hold: their pods in the cache plus the reservations
         of spawns under way (but *exclude*'s, the pod key of the spawn asking)."""
-        team = config.team_for(sorted(user.groups))
-        if team is None:
+        quota = GpuQuota.of(config, user.groups)
+        if quota is None:
             return None
-        name, t = team
         pods = self.pod_index
         resources = {g.resource for g in config.gpu_types.values()}
-        team_label, user_label = objects.safe_label_value(name), objects.safe_label_value(user.name)
+        team_label, user_label = objects.safe_label_value(quota.team), objects.safe_label_value(user.name)
         reserved_teams, reserved_users = self._reserved(exclude=exclude)
 
         def used(row: Mapping[str, int] | None) -> int:
             return sum(n for r, n in (row or {}).items() if r in resources)
 
-        return QuotaUsage(
-            team=name,
-            gpus_used=used(pods.team_used.get(team_label)) + reserved_teams.get(team_label, 0),
-            gpus_quota=t.quota.gpus,
-            user_gpus_used=used(pods.user_used.get(user_label)) + reserved_users.get(user_label, 0),
-            user_gpus_quota=t.user_quota.gpus if t.user_quota else None,
+        return quota.usage(
+            team_used=used(pods.team_used.get(team_label)) + reserved_teams.get(team_label, 0),
+            user_used=used(pods.user_used.get(user_label)) + reserved_users.get(user_label, 0),
         )

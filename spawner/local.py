@@ -55,6 +55,7 @@ from kubelab.core.config import ConfigError, KubelabConfig
 from kubelab.core.limits import LimitPlan, cgroup_usable, make_cgroup, plan_limits, remove_cgroup
 from kubelab.core.notebook_env import NotebookDataset, NotebookEnv
 from kubelab.core.paths import data_dir
+from kubelab.core.quota import GpuQuota
 from kubelab.spawner.base import KubelabSpawnerMixin, default_config_path
 from kubelab.spawner.local_datasets import (
     LinkedDataset,
@@ -75,7 +76,6 @@ from kubelab.spawner.profiles import (
     Choice,
     GpuAvailability,
     InvalidOptions,
-    QuotaUsage,
     UserInfo,
     allowed_datasets,
     allowed_profiles,
@@ -324,26 +324,19 @@ class LocalProfileSpawner(KubelabSpawnerMixin, SimpleLocalProcessSpawner):
             gpus[slug] = GpuAvailability(
                 total=len(mine), free=len(free), largest_free=len(free), note=note
             )
-        quota = None
-        team = config.team_for(sorted(user.groups))
-        if team is not None:
-            name, t = team
-            team_used, user_used = self.allocator.usage(team=name, user=user.name)
+        usage = None
+        quota = GpuQuota.of(config, user.groups)
+        if quota is not None:
+            team_used, user_used = self.allocator.usage(team=quota.team, user=user.name)
             own = len(self.gpu_devices_held)  # a restart of this server frees its own GPUs first
-            quota = QuotaUsage(
-                team=name,
-                gpus_used=max(team_used - own, 0),
-                gpus_quota=t.quota.gpus,
-                user_gpus_used=max(user_used - own, 0),
-                user_gpus_quota=t.user_quota.gpus if t.user_quota else None,
-            )
+            usage = quota.usage(team_used=max(team_used - own, 0), user_used=max(user_used - own, 0))
         unusable: dict[str, str] = {}
         for d in allowed_datasets(config, user):
             if d.source.host_path is None:
                 unusable[d.name] = f"a {d.source.kind.replace('_', ' ')} volume needs a cluster"
             elif not Path(d.source.host_path.path).is_dir():
                 unusable[d.name] = f"{d.source.host_path.path} is not a directory on this machine"
-        return Availability(gpus=gpus, quota=quota, unusable_datasets=unusable, source=SOURCE)
+        return Availability(gpus=gpus, quota=usage, unusable_datasets=unusable, source=SOURCE)
 
     # -- the chooser and validation ----------------------------------------------------------
 

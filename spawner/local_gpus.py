@@ -15,7 +15,7 @@ import subprocess
 import threading
 from dataclasses import dataclass
 
-from kubelab.spawner.profiles import gpus_text, plural
+from kubelab.core.text import gpus_text, plural
 
 __all__ = ["GpuAllocator", "GpuInventory", "LocalGpu", "NoGpuFree", "detect_gpus", "parse_nvidia_smi"]
 

@@ -46,11 +46,16 @@ docs/spawner.md):
 
 Any other key is refused: ``user_options`` arrive unchecked through JupyterHub's REST API, and a
 silently ignored key (a misspelt ``gpu``) would start something the user did not ask for.
+
+Why one file of about 900 lines: the form shows exactly what validation accepts, and both are
+built from the same per-count states (``_count_states``) and dataset checks; kept side by side so
+a change to one is seen against the other. The access rule and the quota arithmetic they apply
+are the core's (``kubelab.core.access``, ``kubelab.core.quota``); what the pod gets from a choice
+is ``pod_settings.py``.
 """
 
 from __future__ import annotations
 
-import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from kubelab.core import objects
+from kubelab.core.access import granted_datasets, granted_profiles
 from kubelab.core.config import (
     RESERVED_MOUNT_PATHS,
     Dataset,
@@ -67,9 +73,10 @@ from kubelab.core.config import (
     Profile,
     Team,
 )
-from kubelab.core.notebook_env import granted
+from kubelab.core.paths import nested
 from kubelab.core.quantity import format_bytes, format_cpu, parse_quantity
-from kubelab.core.text import shorten
+from kubelab.core.quota import GpuQuota, QuotaUsage
+from kubelab.core.text import gpus_text, json_kind, shorten
 
 __all__ = [
     "Availability",
@@ -143,17 +150,6 @@ class GpuAvailability:
 
     def fits(self, count: int) -> bool:
         return self.largest_free >= count
-
-
-@dataclass(frozen=True)
-class QuotaUsage:
-    """GPUs the user's team (and the user) use now, against their quotas (None: no quota)."""
-
-    team: str
-    gpus_used: int = 0
-    gpus_quota: int | None = None
-    user_gpus_used: int = 0
-    user_gpus_quota: int | None = None
 
 
 @dataclass(frozen=True)
@@ -257,18 +253,16 @@ class Choice:
 # Who may use what
 
 
-def _granted(groups: Sequence[str], user: UserInfo) -> bool:
-    return granted(groups, user.groups)
 
 
 def allowed_profiles(config: KubelabConfig, user: UserInfo) -> list[Profile]:
     """The profiles the user's groups grant (a profile with no ``groups`` is for everybody)."""
-    return [p for p in config.profiles if _granted(p.groups, user)]
+    return granted_profiles(config, user.groups)
 
 
 def allowed_datasets(config: KubelabConfig, user: UserInfo) -> list[Dataset]:
     """The datasets the user's groups grant (a dataset with no ``groups`` is for everybody)."""
-    return [d for d in config.datasets if _granted(d.groups, user)]
+    return granted_datasets(config, user.groups)
 
 
 def default_profile(profiles: Sequence[Profile]) -> Profile | None:
@@ -284,13 +278,8 @@ def expand_user_path(text: str, user: UserInfo) -> str:
 # GPU counts: what is offered, what is refused, what is only "not free now"
 
 
-def plural(count: int, word: str, words: str | None = None) -> str:
-    """``1 GPU``, ``2 GPUs``, ``0 GPUs``: *count* and the word in the right number."""
-    return f"{count} {word if count == 1 else (words or word + 's')}"
 
 
-def gpus_text(count: int) -> str:
-    return plural(count, "GPU")
 
 
 @dataclass(frozen=True)
@@ -305,14 +294,6 @@ class _CountState:
     absent: bool = False
 
 
-def _quota_limits(config: KubelabConfig, user: UserInfo) -> tuple[int | None, int | None]:
-    team = config.team_for(sorted(user.groups))
-    if team is None:
-        return None, None
-    _, t = team
-    return t.quota.gpus, (t.user_quota.gpus if t.user_quota else None)
-
-
 def _count_states(
     config: KubelabConfig, user: UserInfo, profile: Profile, availability: Availability
 ) -> list[_CountState]:
@@ -320,32 +301,21 @@ def _count_states(
         return []
     gpu_type = config.gpu_types.get(profile.gpu.type)
     name = gpu_type.display_name if gpu_type else profile.gpu.type
-    team_quota, user_quota = _quota_limits(config, user)
-    team = config.team_for(sorted(user.groups))
-    team_name = team[0] if team else ""
+    quota = GpuQuota.of(config, user.groups)
     usage = availability.quota if availability.known else None
     gpus = availability.gpu(profile.gpu.type)
     states: list[_CountState] = []
     for n in profile.gpu.counts:
         refused = busy = None
-        if team_quota is not None and n > team_quota:
-            refused = f"over team {team_name}'s quota of {gpus_text(team_quota)}"
-        elif user_quota is not None and n > user_quota:
-            refused = f"over your quota of {gpus_text(user_quota)}"
-        elif usage is not None and usage.gpus_quota is not None and usage.gpus_used + n > usage.gpus_quota:
-            refused = (
-                f"team {usage.team} uses {usage.gpus_used} of {gpus_text(usage.gpus_quota)}; "
-                f"{max(usage.gpus_quota - usage.gpus_used, 0)} left"
-            )
-        elif (
-            usage is not None
-            and usage.user_gpus_quota is not None
-            and usage.user_gpus_used + n > usage.user_gpus_quota
-        ):
-            refused = (
-                f"you use {usage.user_gpus_used} of your {gpus_text(usage.user_gpus_quota)}; "
-                f"{max(usage.user_gpus_quota - usage.user_gpus_used, 0)} left"
-            )
+        ceiling = quota.breach(n) if quota is not None else None  # more than the quota itself
+        now = usage.breach(n) if usage is not None and ceiling is None else None  # with what is in use
+        if quota is not None and ceiling is not None:
+            refused = (f"over team {quota.team}'s quota of {gpus_text(ceiling.limit)}" if ceiling.scope == "team"
+                       else f"over your quota of {gpus_text(ceiling.limit)}")
+        elif usage is not None and now is not None:
+            refused = (f"team {usage.team} uses {now.used} of {gpus_text(now.limit)}; {now.left} left"
+                       if now.scope == "team"
+                       else f"you use {now.used} of your {gpus_text(now.limit)}; {now.left} left")
         absent = False
         if refused is None and gpus is not None and not gpus.fits(n):
             if gpus.total == 0:
@@ -363,14 +333,11 @@ def _count_states(
 # Validation
 
 
-def _type_name(value: Any) -> str:
-    return {bool: "true/false", int: "a number", float: "a number", str: "text", list: "a list",
-            dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def _text(value: Any, key: str) -> str:
     if not isinstance(value, str):
-        raise InvalidOptions(f"option '{key}' must be text, got {_type_name(value)}", key=key)
+        raise InvalidOptions(f"option '{key}' must be text, got {json_kind(value)}", key=key)
     if len(value) > _MAX_TEXT:
         raise InvalidOptions(f"option '{key}' is too long", key=key)
     if "\x00" in value:
@@ -413,14 +380,11 @@ def _mount_path(value: Any, key: str) -> str:
     return "/" + "/".join(parts)
 
 
-def _nested(a: str, b: str) -> bool:
-    a, b = posixpath.normpath(a), posixpath.normpath(b)
-    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
 
 
 def _gpu_count(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise InvalidOptions(f"option 'gpus' must be a whole number, got {_type_name(value)}", key="gpus")
+        raise InvalidOptions(f"option 'gpus' must be a whole number, got {json_kind(value)}", key="gpus")
     if isinstance(value, str):
         if not re.fullmatch(r"[0-9]{1,3}", value):
             raise InvalidOptions(f"option 'gpus' must be a whole number, got {_show(value)}", key="gpus")
@@ -453,7 +417,7 @@ def validate_user_options(
     if user_options is None:
         user_options = {}
     if not isinstance(user_options, Mapping):
-        raise InvalidOptions(f"server options must be an object, got {_type_name(user_options)}")
+        raise InvalidOptions(f"server options must be an object, got {json_kind(user_options)}")
     unknown = sorted(str(k) for k in user_options if k not in OPTION_KEYS)
     if unknown:
         raise InvalidOptions(
@@ -536,7 +500,7 @@ def validate_user_options(
         entries = user_options["datasets"]
         if not isinstance(entries, list):
             raise InvalidOptions(
-                f"option 'datasets' must be a list of dataset names, got {_type_name(entries)}",
+                f"option 'datasets' must be a list of dataset names, got {json_kind(entries)}",
                 key="datasets",
             )
         if len(entries) > max(len(config.datasets), 1) * 4:
@@ -583,7 +547,7 @@ def validate_user_options(
         if "read_only" in entry:
             if not isinstance(entry["read_only"], bool):
                 raise InvalidOptions(
-                    f"{mounts_key}.read_only must be true or false, got {_type_name(entry['read_only'])}",
+                    f"{mounts_key}.read_only must be true or false, got {json_kind(entry['read_only'])}",
                     key=f"{mounts_key}.read_only",
                 )
             if dataset.read_only and not entry["read_only"]:
@@ -593,7 +557,7 @@ def validate_user_options(
         if "mount_path" in entry:
             mount_path = _mount_path(entry["mount_path"], f"{mounts_key}.mount_path")
         for reserved in (*RESERVED_MOUNT_PATHS, *taken):
-            if _nested(mount_path, reserved):
+            if nested(mount_path, reserved):
                 raise InvalidOptions(
                     f"{mounts_key}: mount path {mount_path!r} overlaps {reserved!r}",
                     key=f"{mounts_key}.mount_path",
@@ -728,19 +692,17 @@ def form_context(
         gpu_lines.append({"slug": slug, "text": text, "none_free": a is not None and a.free == 0})
 
     quota_lines = []
-    team = config.team_for(sorted(user.groups))
+    quota = GpuQuota.of(config, user.groups)
     usage = availability.quota if availability.known else None
-    if team is not None:
-        name, t = team
+    if quota is not None:
         if usage is not None and usage.gpus_quota is not None:
-            quota_lines.append(f"team {name}: {usage.gpus_used} of {gpus_text(usage.gpus_quota)} in use")
-        elif t.quota.gpus is not None:
-            quota_lines.append(f"team {name}: quota of {gpus_text(t.quota.gpus)}")
-        user_quota = t.user_quota.gpus if t.user_quota else None
+            quota_lines.append(f"team {quota.team}: {usage.gpus_used} of {gpus_text(usage.gpus_quota)} in use")
+        elif quota.team_gpus is not None:
+            quota_lines.append(f"team {quota.team}: quota of {gpus_text(quota.team_gpus)}")
         if usage is not None and usage.user_gpus_quota is not None:
             quota_lines.append(f"you: {usage.user_gpus_used} of {gpus_text(usage.user_gpus_quota)} in use")
-        elif user_quota is not None:
-            quota_lines.append(f"you: quota of {gpus_text(user_quota)}")
+        elif quota.user_gpus is not None:
+            quota_lines.append(f"you: quota of {gpus_text(quota.user_gpus)}")
 
     cards = []
     for p in profiles:

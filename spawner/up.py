@@ -55,6 +55,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from kubelab.core import paths
 from kubelab.core.config import ConfigError, KubelabConfig, load_config
 
 DEFAULT_PORT = 8000
@@ -155,12 +156,12 @@ class UpOptions:
     def from_args(cls, args: argparse.Namespace) -> UpOptions:
         if args.data_dir is not None and not args.data_dir.strip():
             raise UpError("--data-dir is empty; give a directory (the default is ~/.kubelab)")
-        data_dir = args.data_dir or os.environ.get("KUBELAB_DATA_DIR") or "~/.kubelab"
+        state_dir = paths.data_dir(args.data_dir)
         if not 0 < args.port < 65536:
             raise UpError(f"--port {args.port} is not a port number (1-65535)")
         check_listen_address(args.ip, insecure=args.insecure)
         return cls(
-            state_dir=Path(data_dir).expanduser().resolve(),
+            state_dir=state_dir.resolve(),
             config_path=Path(args.config).expanduser().resolve() if args.config else None,
             ip=args.ip,
             port=args.port,
@@ -261,13 +262,10 @@ def load_or_create_secrets(state_dir: Path) -> tuple[Secrets, bool]:
 
 def local_config_template() -> Path:
     """``hub_config/local.yaml`` as installed with kubelab."""
-    import kubelab
-
-    for base in kubelab.__path__:
-        candidate = Path(base) / "hub_config" / "local.yaml"
-        if candidate.is_file():
-            return candidate
-    raise UpError("hub_config/local.yaml is not installed with kubelab (a broken install?)")
+    try:
+        return paths.shipped("local.yaml")
+    except FileNotFoundError as e:
+        raise UpError(str(e)) from None
 
 
 def ensure_default_config(state_dir: Path) -> tuple[Path, bool]:

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from kubelab.tests.profiles_support import CONFIG_YAML
 from kubelab.tests.spawner_support import FakeUser, cleanup_shared_watches, point_kubespawner_at
-from kubelab.tests.test_spawner_profiles import CONFIG_YAML
 
 
 @pytest.fixture

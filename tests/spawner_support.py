@@ -54,3 +54,42 @@ def home_volume(mount_path: str = "/home/jovyan") -> dict[str, Any]:
         "volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}],
         "volume_mounts": [{"name": "home", "mountPath": str(mount_path)}],
     }
+
+
+A100 = {"nvidia.com/gpu.product": "A100"}
+GPU_TAINT = ["nvidia.com/gpu=present:NoSchedule"]
+
+
+def add_claims(cluster: Any, namespace: str, *claims: str, user: str | None = "alice", team: str = "ml") -> None:
+    """PersistentVolumeClaims that PVC datasets name, as an admin creates them in a user's (or,
+    with ``user=None``, a team's) namespace, creating it as kubelab would when missing."""
+    import kubernetes
+
+    from kubelab.core import objects
+    from kubelab.core.config import PodSecurity
+
+    with cluster.sync_api_client() as api_client:
+        core = kubernetes.client.CoreV1Api(api_client)
+        try:
+            core.create_namespace(objects.make_namespace(namespace, pod_security=PodSecurity(), user=user, team=team))
+        except kubernetes.client.ApiException as e:
+            if e.status != 409:
+                raise
+        for claim in claims:
+            core.create_namespaced_persistent_volume_claim(namespace, {
+                "metadata": {"name": claim},
+                "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}},
+            })
+
+
+async def start(spawner: Any, options: dict[str, Any]) -> str:
+    """What JupyterHub does: user_options, the apply_user_options step, then start()."""
+    spawner.user_options = options
+    await spawner._run_apply_user_options(options)
+    return await spawner.start()
+
+
+def pod_of(cluster: Any, spawner: Any) -> dict[str, Any]:
+    pod = cluster.get_object("pods", spawner.namespace, spawner.pod_name)
+    assert pod is not None, f"no pod {spawner.namespace}/{spawner.pod_name}"
+    return pod

@@ -27,9 +27,8 @@ import yaml
 
 from kubelab.core import admission, objects
 from kubelab.core.config import parse_config
-from kubelab.tests.spawner_support import home_volume
-from kubelab.tests.test_spawner_kubernetes import A100, GPU_TAINT, add_claims, pod_of, start
-from kubelab.tests.test_spawner_profiles import CONFIG_YAML
+from kubelab.tests.profiles_support import CONFIG_YAML
+from kubelab.tests.spawner_support import A100, GPU_TAINT, add_claims, home_volume, pod_of, start
 
 cel = pytest.importorskip("cel_expr_python.cel", reason="cel-expr-python needs Python >= 3.11")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kubelab.core import config as C
-from kubelab.tests.test_spawner_profiles import CONFIG_YAML
+from kubelab.tests.profiles_support import CONFIG_YAML
 
 NFS_DATASET = """
   - name: nfs-data

@@ -30,7 +30,7 @@ import yaml
 
 from kubelab import __version__
 from kubelab.tests.kernel_support import run_in_kernel
-from kubelab.tests.test_up_support import free_port
+from kubelab.tests.up_support import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO / "images"

@@ -17,7 +17,7 @@ import psutil
 import pytest
 import requests
 
-from kubelab.tests.test_up_support import UpProcess, write_config, xsrf_of
+from kubelab.tests.up_support import UpProcess, write_config, xsrf_of
 
 
 @pytest.fixture(scope="module")

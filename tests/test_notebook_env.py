@@ -24,11 +24,10 @@ from kubelab.core.notebook_env import (
     NotebookDataset,
     NotebookEnv,
     NotebookEnvError,
-    granted,
     with_notebook_mounts,
 )
 from kubelab.spawner import profiles as P
-from kubelab.tests.test_spawner_profiles import ALICE, CONFIG, NOBODY, VICTOR
+from kubelab.tests.profiles_support import ALICE, CONFIG, NOBODY, VICTOR
 
 FULL = NotebookEnv(
     backend="kubernetes", user="alice@example.org", groups=("ml", "a,b"), team="ml",
@@ -126,11 +125,6 @@ def test_the_config_as_the_notebook_mounts_it() -> None:
     # local: where the data really is on this machine, the link
     local = NotebookEnv(backend="local", datasets=(NotebookDataset("imagenet", "/data/imagenet", path="/h/data/imagenet"),))
     assert with_notebook_mounts(CONFIG, local).dataset("imagenet").mount_path == "/h/data/imagenet"  # type: ignore[union-attr]
-
-
-def test_granted() -> None:
-    assert granted([], ["x"]) and granted(["ml"], ["ml", "x"]) and not granted(["ml"], ["vision"])
-    assert granted([], [])
 
 
 def test_the_users_view_of_the_config() -> None:

@@ -7,7 +7,7 @@ import json
 from kubelab.core import objects as O
 from kubelab.core.config import PodSecurity, Quota, dump_config, parse_config
 from kubelab.core.podsecurity import violations
-from kubelab.tests.test_spawner_profiles import CONFIG
+from kubelab.tests.profiles_support import CONFIG
 
 
 def test_label_values_are_safe_and_distinct() -> None:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from kubelab.spawner.cluster_state import ClusterState, _NodeIndex, _PodIndex
 from kubelab.spawner.profiles import UserInfo
-from kubelab.tests.test_spawner_profiles import CONFIG
+from kubelab.tests.profiles_support import CONFIG
 
 
 def node(name: str, product: str | None, gpus: int, *, ready: bool = True, cordoned: bool = False) -> dict[str, Any]:

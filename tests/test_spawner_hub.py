@@ -15,9 +15,14 @@ import pytest
 import pytest_asyncio
 import requests
 
-from kubelab.tests.spawner_support import cleanup_shared_watches, point_kubespawner_at
-from kubelab.tests.test_spawner_kubernetes import A100, GPU_TAINT, add_claims
-from kubelab.tests.test_spawner_profiles import CONFIG_YAML
+from kubelab.tests.profiles_support import CONFIG_YAML
+from kubelab.tests.spawner_support import (
+    A100,
+    GPU_TAINT,
+    add_claims,
+    cleanup_shared_watches,
+    point_kubespawner_at,
+)
 
 
 async def _tiny_http_server() -> tuple[asyncio.AbstractServer, int]:

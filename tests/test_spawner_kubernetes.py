@@ -19,51 +19,14 @@ import pytest
 from tornado import web
 
 from kubelab.core.podsecurity import violations
-from kubelab.tests.spawner_support import home_volume
-from kubelab.tests.test_spawner_profiles import TAMPERED
+from kubelab.tests.profiles_support import TAMPERED
+from kubelab.tests.spawner_support import A100, GPU_TAINT, add_claims, home_volume, pod_of, start
 
-A100 = {"nvidia.com/gpu.product": "A100"}
-GPU_TAINT = ["nvidia.com/gpu=present:NoSchedule"]
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
-
-
-def add_claims(cluster: Any, namespace: str, *claims: str, user: str | None = "alice", team: str = "ml") -> None:
-    """PersistentVolumeClaims that PVC datasets name, as an admin creates them in a user's (or,
-    with ``user=None``, a team's) namespace, creating it as kubelab would when missing."""
-    import kubernetes
-
-    from kubelab.core import objects
-    from kubelab.core.config import PodSecurity
-
-    with cluster.sync_api_client() as api_client:
-        core = kubernetes.client.CoreV1Api(api_client)
-        try:
-            core.create_namespace(objects.make_namespace(namespace, pod_security=PodSecurity(), user=user, team=team))
-        except kubernetes.client.ApiException as e:
-            if e.status != 409:
-                raise
-        for claim in claims:
-            core.create_namespaced_persistent_volume_claim(namespace, {
-                "metadata": {"name": claim},
-                "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}},
-            })
 
 
 def writes_since(cluster: Any, mark: int) -> list[Any]:
     return [r for r in cluster.requests.since(mark) if r.verb in WRITE_VERBS]
-
-
-async def start(spawner: Any, options: dict[str, Any]) -> str:
-    """What JupyterHub does: user_options, the apply_user_options step, then start()."""
-    spawner.user_options = options
-    await spawner._run_apply_user_options(options)
-    return await spawner.start()
-
-
-def pod_of(cluster: Any, spawner: Any) -> dict[str, Any]:
-    pod = cluster.get_object("pods", spawner.namespace, spawner.pod_name)
-    assert pod is not None, f"no pod {spawner.namespace}/{spawner.pod_name}"
-    return pod
 
 
 # -- validation: 400 and nothing created ----------------------------------------------------------

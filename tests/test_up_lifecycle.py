@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from kubelab.tests.test_up_support import UpProcess, port_open
+from kubelab.tests.up_support import UpProcess, port_open
 
 
 def _kernel(up: UpProcess, user: str) -> None:

@@ -58,8 +58,9 @@ from typing import Any
 import yaml
 
 from kubelab.core import objects
+from kubelab.core.access import granted
 from kubelab.core.config import KubelabConfig
-from kubelab.core.notebook_env import granted
+from kubelab.core.paths import shipped
 
 __all__ = [
     "POLICY_CONFIG_MAP", "POLICY_NAME", "POLICY_FORMAT", "policy_path", "load_policy",
@@ -90,11 +91,7 @@ class UngrantableVolume(ValueError):
 
 def policy_path() -> Path:
     """``hub_config/admission-policy.yaml``, the ValidatingAdmissionPolicy and its binding."""
-    # By path, not by importing the package: the core must not import the facade (import-linter).
-    path = Path(__file__).resolve().parent.parent / "hub_config" / "admission-policy.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: kubelab is not installed completely")
-    return path
+    return shipped("admission-policy.yaml")
 
 
 def load_policy() -> list[dict[str, Any]]:

@@ -12,6 +12,12 @@ structure is valid, and name the key path of what is wrong. Every problem is rep
 file and line, never as a traceback: see :class:`ConfigError`.
 
 docs/config.md documents every key with an example.
+
+Why one file of about 900 lines: the schema is read as one document (every model next to the keys
+it checks, as docs/config.md lists them) and :class:`ConfigError`'s messages, the loader's line
+numbers and the cross-section checks all walk that one schema; split, each part would import all
+the others. Rules that other modules apply to a loaded config live outside it (``access.py``,
+``quota.py``, ``admission.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import posixpath
 import re
 import reprlib
 import string
@@ -47,6 +52,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from kubelab.core.paths import nested
 from kubelab.core.quantity import QuantityError, parse_quantity
 
 # --------------------------------------------------------------------------------------------------
@@ -114,7 +120,7 @@ def _check_mount_path(value: str) -> str:
     if value == "/":
         raise PydanticCustomError("mount_path", "cannot be the root directory '/'")
     for reserved in RESERVED_MOUNT_PATHS:
-        if _nested(value, reserved):
+        if nested(value, reserved):
             raise PydanticCustomError(
                 "mount_path", "'{value}' overlaps '{reserved}', which kubelab reserves",
                 {"value": value, "reserved": reserved},
@@ -131,10 +137,6 @@ def _check_sub_path(value: str) -> str:
     return value
 
 
-def _nested(a: str, b: str) -> bool:
-    """True when paths *a* and *b* are equal or one contains the other."""
-    a, b = posixpath.normpath(a), posixpath.normpath(b)
-    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
 
 
 @functools.lru_cache(maxsize=256)
@@ -624,12 +626,12 @@ def _cross_check(config: KubelabConfig) -> Iterator[tuple[tuple[str | int, ...],
             yield ("datasets", i, "name"), f"duplicate dataset name {d.name!r} (also datasets[{names[d.name]}])"
         names.setdefault(d.name, i)
         yield from _groups(("datasets", i, "groups"), d.groups)
-        if config.home.enabled and _nested(d.mount_path, config.home.mount_path):
+        if config.home.enabled and nested(d.mount_path, config.home.mount_path):
             yield ("datasets", i, "mount_path"), (
                 f"{d.mount_path!r} overlaps the home volume at {config.home.mount_path!r}"
             )
         for j, other in enumerate(config.datasets[:i]):
-            if _nested(d.mount_path, other.mount_path):
+            if nested(d.mount_path, other.mount_path):
                 yield ("datasets", i, "mount_path"), (
                     f"{d.mount_path!r} clashes with datasets[{j}] ({other.name!r}) mounted at "
                     f"{other.mount_path!r}"

@@ -24,7 +24,7 @@ imports beyond the config schema.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
@@ -35,7 +35,6 @@ __all__ = [
     "NotebookDataset",
     "NotebookEnv",
     "NotebookEnvError",
-    "granted",
     "with_notebook_mounts",
 ]
 
@@ -59,11 +58,6 @@ class NotebookEnvError(ValueError):
     """The environment cannot be read as a notebook's world; ``str()`` says why, for the user."""
 
 
-def granted(required_groups: Iterable[str], groups: Iterable[str]) -> bool:
-    """Whether a user in *groups* may use something granted to *required_groups* (a profile or
-    dataset of the admin config; none listed: everybody). The one rule both sides apply."""
-    required = set(required_groups)
-    return not required or bool(required.intersection(groups))
 
 
 @dataclass(frozen=True)

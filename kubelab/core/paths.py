@@ -6,16 +6,18 @@
   the admission policy...), found by path rather than by import: ``hub_config/`` is data, not a
   package;
 * :data:`NOTEBOOK_CONFIG_DIR` / :data:`NOTEBOOK_CONFIG_PATH`: where a notebook pod finds the user's
-  view of the admin config (the Kubernetes spawner mounts it there; the job API reads it there).
+  view of the admin config (the Kubernetes spawner mounts it there; the job API reads it there);
+* :func:`nested`: whether two mount paths collide (equal, or one inside the other).
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 from pathlib import Path
 
 __all__ = ["DATA_DIR_ENV", "DEFAULT_DATA_DIR", "NOTEBOOK_CONFIG_DIR", "NOTEBOOK_CONFIG_FILE",
-           "NOTEBOOK_CONFIG_PATH", "data_dir", "shipped"]
+           "NOTEBOOK_CONFIG_PATH", "data_dir", "nested", "shipped"]
 
 DATA_DIR_ENV = "KUBELAB_DATA_DIR"
 DEFAULT_DATA_DIR = "~/.kubelab"
@@ -40,3 +42,9 @@ def shipped(name: str) -> Path:
     if not candidate.is_file():
         raise FileNotFoundError(f"{candidate} is missing: kubelab is not installed completely")
     return candidate
+
+
+def nested(a: str, b: str) -> bool:
+    """True when POSIX paths *a* and *b* are equal or one contains the other (after normalising)."""
+    a, b = posixpath.normpath(a), posixpath.normpath(b)
+    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from kubelab.spawner import profiles as P
-from kubelab.tests.test_spawner_profiles import ALICE, CONFIG
-from kubelab.tests.test_up_support import UpProcess
+from kubelab.tests.profiles_support import ALICE, CONFIG
+from kubelab.tests.up_support import UpProcess
 
 CHROMIUM = os.environ.get("KUBELAB_TEST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"

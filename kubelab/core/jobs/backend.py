@@ -31,6 +31,7 @@ from kubelab.core.jobs.errors import (
     JobNotFound,
     WaitTimeout,
 )
+from kubelab.core.jobs.folder import JobFolder
 from kubelab.core.jobs.snapshot import GcReport, Snapshot, SnapshotStore
 from kubelab.core.jobs.types import JobInfo, JobPhase, JobSpec, JobStatus, make_job_name
 from kubelab.core.jobs.validate import Resolved, validate
@@ -87,16 +88,20 @@ class Prepared:
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
+    def folder(self) -> JobFolder:
+        return JobFolder(self.job_dir)
+
+    @property
     def workspace(self) -> Path:
-        return self.job_dir / "workspace"
+        return self.folder.workspace
 
     @property
     def output_dir(self) -> Path:
-        return self.job_dir / "outputs"
+        return self.folder.outputs
 
     @property
     def metrics_file(self) -> Path:
-        return self.job_dir / "metrics.jsonl"
+        return self.folder.metrics
 
 
 class LogStream:
@@ -368,7 +373,7 @@ class Backend(abc.ABC):
         info = self.get(name)
         if not info.output_dir:
             return []
-        points, _ = read_metrics(Path(info.output_dir).parent / "metrics.jsonl")
+        points, _ = read_metrics(JobFolder.of_outputs(info.output_dir).metrics)
         return points
 
 
@@ -385,7 +390,8 @@ def _renamed(spec: JobSpec) -> JobSpec:
 def _check_job_dir(job_dir: Path) -> None:
     """Refuse a job folder (or its ``outputs``) that something else than a folder is in the way
     of, before anything is stopped or created."""
-    for path in (job_dir, job_dir / "outputs", job_dir / "workspace"):
+    folder = JobFolder(job_dir)
+    for path in (job_dir, folder.outputs, folder.workspace):
         if (path.exists() or path.is_symlink()) and not path.is_dir():
             raise BackendError(f"{path} is in the way of the job's folder: it is a file, not a "
                                f"folder; move or remove it, or pick another --name")

@@ -23,6 +23,11 @@ id matches (the first attempt had succeeded after all), someone else's job other
 
 The asyncio client runs on a loop thread of its own, so the API stays synchronous for scripts and
 magics, and the watches keep running while a cell computes.
+
+Why one file of about 900 lines: it is one class, :class:`KubernetesBackend`, whose methods share
+its caches and loop; the objects it creates are built elsewhere (``k8s_objects.py``, pure), the
+mechanisms it uses are the core's (``kube/``), and what is left is the backend's own state machine
+(submit, adopt, status from pods, logs, cancel), which reads best in one place.
 """
 
 from __future__ import annotations
@@ -49,17 +54,16 @@ from kubelab.core.jobs import k8s_objects as ko
 from kubelab.core.jobs.backend import Backend, Lines, LogStream, Prepared, env_for
 from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.errors import BackendError, JobExists, JobNotFound, QuotaExceeded
-from kubelab.core.jobs.types import JobInfo, JobPhase, JobSpec, JobStatus, gpus_text
+from kubelab.core.jobs.folder import JobFolder
+from kubelab.core.jobs.types import JobInfo, JobPhase, JobSpec, JobStatus
 from kubelab.core.jobs.validate import Resolved
 from kubelab.core.kube import ObjectApi, Reflector, RetriesExhausted, RetryPolicy, create_or_replace
 from kubelab.core.quantity import QuantityError, format_bytes, format_cpu, parse_quantity
-from kubelab.core.text import shorten
+from kubelab.core.text import gpus_text, shorten
 
 __all__ = ["KubernetesBackend", "KINDS"]
 
 T = TypeVar("T")
-#: beside the outputs: each node's copy of its log (``rank-<n>.txt``), kept after the pods go
-LOG_DIR = "logs"
 
 
 @dataclass(frozen=True)
@@ -334,7 +338,7 @@ class KubernetesBackend(Backend):
             active_deadline_seconds=resolved.jobs.active_deadline_seconds,
             service_account=ctx.service_account, submission=uuid.uuid4().hex, summary=summary,
             kind=self.job_kind or "Job", snapshot_store=str(self.store.root),
-            snapshot_id=prepared.snapshot.id, log_dir=str(prepared.job_dir / LOG_DIR),
+            snapshot_id=prepared.snapshot.id, log_dir=str(prepared.folder.node_logs),
             team=ctx.team_name, trainer_runtime=resolved.jobs.trainer_runtime,
         )
         created = self._run(self._create(built))
@@ -740,7 +744,7 @@ class KubernetesBackend(Backend):
         out = _summary(self._jobs.get(name) or {"metadata": {}}).get("output_dir")
         if not out:
             return
-        path = Path(out).parent / LOG_DIR / f"rank-{rank}.txt"
+        path = JobFolder.of_outputs(out).node_logs / f"rank-{rank}.txt"
 
         def read() -> list[str]:
             try:
@@ -752,13 +756,6 @@ class KubernetesBackend(Backend):
         lines = await asyncio.to_thread(read)
         for i in range(0, len(lines), 10_000):
             stream.put(lines[i:i + 10_000])
-
-    def metrics(self, name: str) -> list[dict[str, Any]]:
-        from kubelab.core.jobs.metrics import read_metrics
-
-        out = self.get(name).output_dir
-        return read_metrics(Path(out).parent / "metrics.jsonl")[0] if out else []
-
 
 def _under(path: Path, folder: str) -> bool:
     try:

@@ -71,10 +71,9 @@ from kubelab.core.jobs.types import (
     JobSpec,
     JobStatus,
     check_job_name,
-    gpus_text,
 )
 from kubelab.core.limits import plan_limits
-from kubelab.core.text import shorten
+from kubelab.core.text import gpus_text, shorten
 
 __all__ = ["LocalBackend", "visible_gpus"]
 

@@ -19,10 +19,9 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from kubelab.core.jobs.errors import InvalidJobSpec
-from kubelab.core.text import shorten
+from kubelab.core.text import shorten, type_name
 
-__all__ = ["JobInfo", "JobPhase", "JobSpec", "JobStatus", "make_job_name", "check_job_name",
-           "gpus_text"]
+__all__ = ["JobInfo", "JobPhase", "JobSpec", "JobStatus", "make_job_name", "check_job_name"]
 
 #: Job names become Kubernetes object names, label values and directory names. 40 characters
 #: leaves room for the suffixes Kubernetes adds to pod names of an indexed Job ("-3-x7k2p").
@@ -49,8 +48,6 @@ def env_reserved(key: str) -> bool:
     return key in RESERVED_ENV or key.startswith(RESERVED_ENV_PREFIX)
 
 
-def _type_name(value: object) -> str:
-    return type(value).__name__
 
 
 def _not_unicode(text: str) -> str | None:
@@ -77,7 +74,7 @@ def _check_text(what: str, value: object) -> None:
     """Refuse *value* unless it is a string the OS and JSON take: no NUL, no lone surrogate."""
     if not isinstance(value, str):
         suggestion = f" (pass str({value!r}))" if isinstance(value, (int, float)) else ""
-        raise InvalidJobSpec(f"{what} must be a string, got {_type_name(value)} "
+        raise InvalidJobSpec(f"{what} must be a string, got {type_name(value)} "
                              f"{shorten(value)}{suggestion}")
     if "\x00" in value:
         raise InvalidJobSpec(f"{what} {shorten(value)} contains a NUL character")
@@ -91,7 +88,7 @@ def _strings(label: str, value: object, hint: str) -> tuple[str, ...]:
     """*value* as a tuple of strings, or InvalidJobSpec naming what is wrong."""
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
         raise InvalidJobSpec(f"{label} must be a list of strings, like {hint}; "
-                             f"got {_type_name(value)} {shorten(value)}")
+                             f"got {type_name(value)} {shorten(value)}")
     for i, item in enumerate(value):
         _check_text(f"{label}[{i}]", item)
     return tuple(value)
@@ -107,9 +104,6 @@ def check_job_name(name: str) -> str:
     return name
 
 
-def gpus_text(count: int) -> str:
-    """``1 GPU``, ``2 GPUs``, ``0 GPUs``."""
-    return f"{count} GPU" if count == 1 else f"{count} GPUs"
 
 
 def make_job_name(stem: str | None = None) -> str:
@@ -174,7 +168,7 @@ class JobSpec:
         object.__setattr__(self, "data", _strings("data", self.data, "['imagenet']"))
         if not isinstance(self.env, Mapping):
             raise InvalidJobSpec(f"env must be a dict of names to strings, like {{'SEED': '1'}}; "
-                                 f"got {_type_name(self.env)} {shorten(self.env)}")
+                                 f"got {type_name(self.env)} {shorten(self.env)}")
         object.__setattr__(self, "env", dict(self.env))
         if isinstance(self.workdir, os.PathLike):
             object.__setattr__(self, "workdir", os.fspath(self.workdir))
@@ -224,7 +218,7 @@ class JobSpec:
                                        or any(c.isspace() for c in self.image)):
             raise InvalidJobSpec(f"invalid image reference {shorten(self.image)}"
                                  + ("" if isinstance(self.image, str) else
-                                    f" ({_type_name(self.image)}; give a string)"))
+                                    f" ({type_name(self.image)}; give a string)"))
         for d in self.data:
             if not isinstance(d, str) or not d:
                 raise InvalidJobSpec(f"invalid dataset name {shorten(d)}")
@@ -240,7 +234,7 @@ class JobSpec:
             _check_text(f"the value of {shorten(key)}", env_value)
         if not isinstance(self.workdir, str):
             raise InvalidJobSpec(f"workdir must be a folder path (a string), got "
-                                 f"{_type_name(self.workdir)} {shorten(self.workdir)}")
+                                 f"{type_name(self.workdir)} {shorten(self.workdir)}")
         if not self.workdir.strip():
             raise InvalidJobSpec("the working directory is empty (give a folder, like '.')")
         for label, path in (("the working directory", self.workdir), ("the script path", self.script)):
@@ -248,7 +242,7 @@ class JobSpec:
                 raise InvalidJobSpec(f"{label} {shorten(path)} contains a NUL character or text "
                                      f"that is not a valid file name")
         if not isinstance(self.replace, bool):
-            raise InvalidJobSpec(f"replace must be True or False, got {_type_name(self.replace)} "
+            raise InvalidJobSpec(f"replace must be True or False, got {type_name(self.replace)} "
                                  f"{shorten(self.replace)}")
         sizes = [(f"argument {shorten(a)}", len(a.encode("utf-8", "surrogatepass"))) for a in self.args]
         sizes += [(f"--env {k}", len(k) + 1 + len(v.encode("utf-8", "surrogatepass")))

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kubelab.core.access import granted, granted_datasets
 from kubelab.core.config import Dataset, GpuType, Jobs, pattern_fullmatch
 from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.errors import DatasetNotAllowed, ImageNotAllowed, QuotaExceeded
-from kubelab.core.jobs.types import JobSpec, gpus_text
-from kubelab.core.text import shorten
+from kubelab.core.jobs.types import JobSpec
+from kubelab.core.quota import GpuQuota
+from kubelab.core.text import gpus_text, shorten
 
 __all__ = ["Resolved", "validate"]
 
@@ -50,18 +52,15 @@ def validate(spec: JobSpec, ctx: JobContext, *, gpus_in_use: int = 0) -> Resolve
             f"{gpus_text(spec.gpus)} per node asked, a {gpu_type.display_name} node has "
             f"{gpu_type.max_per_node}; use --nodes to spread the job"
         )
-    if config is not None and total:
-        team = config.team_for(ctx.groups)
-        if team is not None:
-            name, t = team
-            for label, quota in (("team", t.quota.gpus),
-                                 ("per-user", t.user_quota.gpus if t.user_quota else None)):
-                if quota is not None and total + gpus_in_use > quota:
-                    used = f", {gpus_in_use} in use by your running jobs" if gpus_in_use else ""
-                    raise QuotaExceeded(
-                        f"{gpus_text(total)} asked{used}: over the {label} GPU quota of {quota} "
-                        f"for team {name!r}"
-                    )
+    quota = GpuQuota.of(config, ctx.groups) if config is not None and total else None
+    breach = quota.breach(total, in_use=gpus_in_use) if quota is not None else None
+    if quota is not None and breach is not None:
+        label = "team" if breach.scope == "team" else "per-user"
+        used = f", {gpus_in_use} in use by your running jobs" if gpus_in_use else ""
+        raise QuotaExceeded(
+            f"{gpus_text(total)} asked{used}: over the {label} GPU quota of {breach.limit} "
+            f"for team {quota.team!r}"
+        )
 
     datasets: list[Dataset] = []
     for data_name in dict.fromkeys(spec.data):
@@ -70,12 +69,11 @@ def validate(spec: JobSpec, ctx: JobContext, *, gpus_in_use: int = 0) -> Resolve
             known = _granted(ctx)
             hint = f"; available: {', '.join(known)}" if known else "; no datasets are configured"
             raise DatasetNotAllowed(f"unknown dataset {shorten(data_name)}{hint}")
-        if dataset.groups and not set(dataset.groups) & set(ctx.groups):
-            if data_name not in ctx.notebook_datasets:
-                raise DatasetNotAllowed(
-                    f"dataset {shorten(data_name)} is for group(s) {', '.join(dataset.groups)}; "
-                    f"you are not in any of them"
-                )
+        if not granted(dataset.groups, ctx.groups) and data_name not in ctx.notebook_datasets:
+            raise DatasetNotAllowed(
+                f"dataset {shorten(data_name)} is for group(s) {', '.join(dataset.groups)}; "
+                f"you are not in any of them"
+            )
         datasets.append(dataset)
 
     image = spec.image or ctx.image
@@ -90,6 +88,5 @@ def validate(spec: JobSpec, ctx: JobContext, *, gpus_in_use: int = 0) -> Resolve
 def _granted(ctx: JobContext) -> list[str]:
     if ctx.config is None:
         return []
-    mine = set(ctx.groups)
-    return [d.name for d in ctx.config.datasets
-            if not d.groups or set(d.groups) & mine or d.name in ctx.notebook_datasets]
+    mine = {d.name for d in granted_datasets(ctx.config, ctx.groups)}
+    return [d.name for d in ctx.config.datasets if d.name in mine or d.name in ctx.notebook_datasets]
