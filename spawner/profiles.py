@@ -253,8 +253,6 @@ class Choice:
 # Who may use what
 
 
-
-
 def allowed_profiles(config: KubelabConfig, user: UserInfo) -> list[Profile]:
     """The profiles the user's groups grant (a profile with no ``groups`` is for everybody)."""
     return granted_profiles(config, user.groups)
@@ -276,10 +274,6 @@ def expand_user_path(text: str, user: UserInfo) -> str:
 
 # --------------------------------------------------------------------------------------------------
 # GPU counts: what is offered, what is refused, what is only "not free now"
-
-
-
-
 
 
 @dataclass(frozen=True)
@@ -333,8 +327,6 @@ def _count_states(
 # Validation
 
 
-
-
 def _text(value: Any, key: str) -> str:
     if not isinstance(value, str):
         raise InvalidOptions(f"option '{key}' must be text, got {json_kind(value)}", key=key)
@@ -378,8 +370,6 @@ def _mount_path(value: Any, key: str) -> str:
             key=key,
         )
     return "/" + "/".join(parts)
-
-
 
 
 def _gpu_count(value: Any) -> int:

@@ -137,8 +137,6 @@ def _check_sub_path(value: str) -> str:
     return value
 
 
-
-
 @functools.lru_cache(maxsize=256)
 def _re2(pattern: str) -> Any:
     """*pattern* compiled with RE2 (google-re2), quietly (RE2 logs parse errors otherwise)."""

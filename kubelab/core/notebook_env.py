@@ -58,8 +58,6 @@ class NotebookEnvError(ValueError):
     """The environment cannot be read as a notebook's world; ``str()`` says why, for the user."""
 
 
-
-
 @dataclass(frozen=True)
 class NotebookDataset:
     """One dataset mounted in the notebook, as the notebook has it.

@@ -62,7 +62,7 @@ class GpuQuota:
     @classmethod
     def of(cls, config: KubelabConfig, groups: Iterable[str]) -> GpuQuota | None:
         """The quota of the first team (in file order) among *groups*; None when in no team."""
-        found = config.team_for(sorted(groups))
+        found = config.team_for(tuple(groups))  # file order decides, not the groups' order
         if found is None:
             return None
         name, team = found

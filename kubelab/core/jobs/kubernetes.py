@@ -757,6 +757,7 @@ class KubernetesBackend(Backend):
         for i in range(0, len(lines), 10_000):
             stream.put(lines[i:i + 10_000])
 
+
 def _under(path: Path, folder: str) -> bool:
     try:
         Path(os.path.abspath(path)).relative_to(os.path.abspath(folder))

@@ -48,8 +48,6 @@ def env_reserved(key: str) -> bool:
     return key in RESERVED_ENV or key.startswith(RESERVED_ENV_PREFIX)
 
 
-
-
 def _not_unicode(text: str) -> str | None:
     """The first character of *text* that UTF-8 cannot encode (a lone surrogate), shown as an
     escape (with its line, for several lines), or None when there is none."""
@@ -102,8 +100,6 @@ def check_job_name(name: str) -> str:
             f"letter, at most {MAX_NAME} characters (like 'resnet-lr3')"
         )
     return name
-
-
 
 
 def make_job_name(stem: str | None = None) -> str:

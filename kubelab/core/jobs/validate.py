@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kubelab.core.access import granted, granted_datasets
+from kubelab.core.access import granted
 from kubelab.core.config import Dataset, GpuType, Jobs, pattern_fullmatch
 from kubelab.core.jobs.context import JobContext
 from kubelab.core.jobs.errors import DatasetNotAllowed, ImageNotAllowed, QuotaExceeded
@@ -53,8 +53,7 @@ def validate(spec: JobSpec, ctx: JobContext, *, gpus_in_use: int = 0) -> Resolve
             f"{gpu_type.max_per_node}; use --nodes to spread the job"
         )
     quota = GpuQuota.of(config, ctx.groups) if config is not None and total else None
-    breach = quota.breach(total, in_use=gpus_in_use) if quota is not None else None
-    if quota is not None and breach is not None:
+    if quota is not None and (breach := quota.breach(total, in_use=gpus_in_use)) is not None:
         label = "team" if breach.scope == "team" else "per-user"
         used = f", {gpus_in_use} in use by your running jobs" if gpus_in_use else ""
         raise QuotaExceeded(
@@ -88,5 +87,5 @@ def validate(spec: JobSpec, ctx: JobContext, *, gpus_in_use: int = 0) -> Resolve
 def _granted(ctx: JobContext) -> list[str]:
     if ctx.config is None:
         return []
-    mine = {d.name for d in granted_datasets(ctx.config, ctx.groups)}
-    return [d.name for d in ctx.config.datasets if d.name in mine or d.name in ctx.notebook_datasets]
+    return [d.name for d in ctx.config.datasets
+            if granted(d.groups, ctx.groups) or d.name in ctx.notebook_datasets]
